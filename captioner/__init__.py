@@ -1,0 +1,1 @@
+"""vidcorpus captioner package."""

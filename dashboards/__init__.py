@@ -1,0 +1,1 @@
+"""vidcorpus dashboards package."""

@@ -1,0 +1,1 @@
+"""vidcorpus generator package."""

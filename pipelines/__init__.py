@@ -1,0 +1,1 @@
+"""vidcorpus pipelines package."""
