@@ -42,7 +42,8 @@ def open_readonly(catalog) -> duckdb.DuckDBPyConnection:
     for name, spec in TABLES.items():
         source = _source_sql(con, catalog.root, name, spec, good[name])
         keys = ", ".join(spec.key)
-        con.execute(f"CREATE VIEW _dedup_{name} AS SELECT * FROM {source} "
+        con.execute(f"CREATE VIEW _src_{name} AS SELECT * FROM {source}")
+        con.execute(f"CREATE VIEW _dedup_{name} AS SELECT * FROM _src_{name} "
                     f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _written_ns DESC) = 1")
         con.execute(f"CREATE VIEW {name} AS SELECT * EXCLUDE (_written_ns) FROM _dedup_{name}")
     _create_clips_v(con)
@@ -98,7 +99,7 @@ def _source_sql(con, root, name: str, spec, parts: list[str]) -> str:
 
 def _score_names(con) -> list[str]:
     clip_cols = set(TABLES["clips"].schema.names)
-    names = [r[0] for r in con.execute("SELECT DISTINCT name FROM _dedup_scores ORDER BY 1").fetchall()]
+    names = [r[0] for r in con.execute("SELECT DISTINCT name FROM _src_scores ORDER BY 1").fetchall()]
     bad = [n for n in names if not _IDENT.match(n) or n in clip_cols]
     if bad:
         log.warning("scores not pivoted into clips_v (not identifiers or clash with clip columns): %s", bad)
@@ -107,8 +108,10 @@ def _score_names(con) -> list[str]:
 
 def _create_clips_v(con) -> None:
     names = _score_names(con)
+    # arg_max by write time over the raw parts is itself the dedupe (latest write of each name
+    # wins, across scorers), and is twice as fast as pivoting the deduplicated view.
     pivot = ", ".join(f"arg_max(value, _written_ns) FILTER (WHERE name = '{n}') AS {n}" for n in names)
-    score_join = (f"LEFT JOIN (SELECT clip_id, {pivot} FROM _dedup_scores GROUP BY clip_id) s "
+    score_join = (f"LEFT JOIN (SELECT clip_id, {pivot} FROM _src_scores GROUP BY clip_id) s "
                   "ON s.clip_id = c.clip_id" if names else "")
     score_cols = "".join(f", s.{n}" for n in names)
     con.execute(f"""

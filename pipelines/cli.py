@@ -1,0 +1,74 @@
+"""The ``vidcorpus`` command line. Thin: each command maps options onto a config and calls a library."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pipelines.cli_util import ROOT_HELP, fail, open_catalog, write_result
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="vidcorpus: build text-video training corpora (ingest, shot-split, score, "
+                       "caption, query with SQL, write shards, train).")
+
+RootOpt = typer.Option("corpus", "--root", "-r", envvar="VIDCORPUS_ROOT", help=ROOT_HELP)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+@app.command()
+def synth(out: Path = typer.Argument(..., help="Directory to write the videos and truth.json into."),
+          videos: int = typer.Option(24, "--videos", "-n", min=1, help="Number of videos."),
+          seed: int = typer.Option(0, "--seed", "-s", help="Random seed (same seed, same world)."),
+          duration: float = typer.Option(10.0, "--duration", min=1.0, help="Seconds per video."),
+          max_side: int = typer.Option(320, "--max-side", min=32, help="Longest side in pixels.")) -> None:
+    """Render a synthetic world: multi-shot videos with exact ground truth (truth.json)."""
+    from pipelines.synth import render_world
+    truth = render_world(out, n_videos=videos, seed=seed, duration_s=duration, max_side=max_side)
+    n_shots = sum(len(v["shots"]) for v in truth["videos"])
+    n_broken = sum(1 for v in truth["videos"] if v["broken"])
+    typer.echo(f"wrote {len(truth['videos'])} videos ({n_shots} shots, {n_broken} broken on purpose) "
+               f"and {out / 'truth.json'}")
+
+
+@app.command()
+def sql(query: str = typer.Argument(..., help='One read-only query, e.g. "SELECT count(*) FROM clips".'),
+        root: str = RootOpt,
+        fmt: str = typer.Option("table", "--format", "-f", help="table, csv, json or parquet."),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the result to FILE.")) -> None:
+    """Query the catalog with DuckDB SQL (read-only).
+
+    Tables: videos, clips, scores, embeddings, captions, rejections, datasets, shard_samples, jobs.
+    Views: clips_v (clips + one column per score + rejection reasons), corpus_v (clips_v + alt_text,
+    caption, caption_source). Writes, ATTACH, INSTALL/LOAD, COPY and files outside the catalog are refused.
+    """
+    from storage import SQLError
+    if fmt not in ("table", "csv", "json", "parquet"):
+        fail(f"unknown --format {fmt!r}: use table, csv, json or parquet")
+    catalog = open_catalog(root)
+    try:
+        result = catalog.query(query)
+    except SQLError as e:
+        fail(str(e))
+    write_result(result, fmt, out)
+
+
+@app.command()
+def tables(root: str = RootOpt) -> None:
+    """List catalog tables and views with their schemas, row counts and any corrupt parts."""
+    from storage.tables_report import tables_report
+    typer.echo(tables_report(open_catalog(root)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
