@@ -66,6 +66,40 @@ def tables(root: str = RootOpt) -> None:
     typer.echo(tables_report(open_catalog(root)))
 
 
+@app.command()
+def ingest(sources: list[str] = typer.Argument(None, help="Directories, globs, text files of URIs, or URLs (s3://…)."),
+           root: str = RootOpt,
+           config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML job spec or ingest config."),
+           runner: Optional[str] = typer.Option(None, "--runner", help="ray (default) or local."),
+           address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address."),
+           detector: Optional[str] = typer.Option(None, "--detector", help="hybrid, transnetv2, adaptive, content.")) -> None:
+    """Ingest raw videos: hash, probe, quarantine bad files, detect shots, extract clips.
+
+    Re-running on the same inputs skips finished videos; a killed job resumes without duplicates.
+    """
+    from pipelines.ingest.job import run_ingest
+    from pipelines.jobspec import IngestJobSpec, JobSpecError, load_ingest_spec
+    try:
+        spec = load_ingest_spec(config) if config else IngestJobSpec()
+    except JobSpecError as e:
+        fail(str(e))
+    srcs = list(sources or spec.sources)
+    if not srcs:
+        fail("no sources: pass SRC arguments or list them under `sources:` in --config")
+    cfg = spec.config
+    overrides = {k: v for k, v in (("kind", runner), ("address", address)) if v}
+    if overrides:
+        cfg = cfg.model_copy(update={"runner": cfg.runner.model_copy(update=overrides)})
+    if detector:
+        cfg = cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"name": detector})})
+    root_url = spec.root if (spec.root and root == "corpus") else root
+    try:
+        result = run_ingest(srcs, root_url, cfg, storage_options=spec.storage_options or None)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo(result.text(cfg.runner.num_cpus or __import__("os").cpu_count() or 1))
+
+
 def main() -> None:
     app()
 

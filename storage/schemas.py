@@ -33,6 +33,7 @@ def _s(*fields: tuple) -> pa.Schema:
 TABLES: dict[str, TableSpec] = {t.name: t for t in [
     TableSpec("videos", ("video_id",), _s(
         ("video_id", pa.string(), True), ("uri", pa.string(), True), ("bytes", pa.int64()),
+        ("source_mtime", pa.float64()), ("split_version", pa.string()), ("n_clips", pa.int32()),
         ("container", pa.string()), ("codec", pa.string()), ("pix_fmt", pa.string()),
         ("width", pa.int32()), ("height", pa.int32()), ("sar", pa.string()), ("fps", pa.float64()),
         ("duration_s", pa.float64()), ("n_frames", pa.int64()), ("rotation", pa.int32()),

@@ -77,7 +77,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _validate_meta(key: str, meta: Any) -> None:
-    """Check the ``json`` member: a dict with the required fields of sane types."""
+    """Check the ``json`` member: a dict with the required fields, naming this clip."""
     if not isinstance(meta, dict):
         raise ValueError(f"sample {key!r}: 'json' must be a dict, got {type(meta).__name__}")
     missing = [name for name in REQUIRED_JSON_FIELDS if name not in meta]
@@ -85,6 +85,11 @@ def _validate_meta(key: str, meta: Any) -> None:
         raise ValueError(f"sample {key!r}: 'json' is missing required field(s) {missing}")
     if meta["clip_id"] != key:
         raise ValueError(f"sample {key!r}: __key__ must equal json clip_id {meta['clip_id']!r}")
+    _validate_meta_types(key, meta)
+
+
+def _validate_meta_types(key: str, meta: dict[str, Any]) -> None:
+    """Check the types and ranges of the ``json`` fields the index is built from."""
     for name in ("clip_id", "video_id", "uri"):
         if not isinstance(meta[name], str) or not meta[name]:
             raise ValueError(f"sample {key!r}: json {name!r} must be a non-empty string")

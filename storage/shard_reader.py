@@ -7,8 +7,9 @@ A dataset directory (see ARCHITECTURE.md, "Shards") looks like::
     DIR/manifest.json              written last: a dataset without it is incomplete
 
 This module is the read side; :mod:`storage.shards` holds the writer and re-exports everything
-public here; :mod:`storage.shard_format` defines the sample format both use. Paths may be local or any fsspec URL (``s3://bucket/prefix``); an explicit fsspec
-filesystem can be passed as ``fs``.
+public here; :mod:`storage.shard_format` defines the sample format both use. Paths may be
+local or any fsspec URL (``s3://bucket/prefix``); an explicit fsspec filesystem can be passed
+as ``fs``.
 """
 
 from __future__ import annotations
@@ -127,6 +128,11 @@ def _shard_urls(urls_or_dir: PathLike | Iterable[PathLike], fs) -> list[str]:
     return [str(url) for url in urls_or_dir]
 
 
+def _no_shards() -> Iterator[dict]:
+    """Shard source of an empty dataset (``SimpleShardList`` refuses an empty list)."""
+    return iter(())
+
+
 def _open_tar_members(shards: Iterable[dict], fs, handler: ErrorHandler) -> Iterator[dict]:
     """Open each shard through fsspec and yield its tar members (webdataset's file records)."""
     import webdataset as wds
@@ -168,9 +174,11 @@ def read_shards(
     handler = handler or wds.reraise_exception
     urls = _shard_urls(urls_or_dir, fs)
     if resampled:
+        if not urls:
+            raise ValueError(f"no shards to resample in {urls_or_dir!s}")
         source = wds.ResampledShards(urls, seed=seed or 0, deterministic=seed is not None)
     else:
-        source = wds.SimpleShardList(urls)
+        source = wds.SimpleShardList(urls) if urls else _no_shards  # empty dataset: no samples
     stages: list[Any] = [source]
     if shuffle > 0 and not resampled:
         stages.append(wds.shuffle(len(urls), initial=len(urls), seed=seed))

@@ -28,7 +28,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import fsspec
@@ -147,17 +147,17 @@ class ShardWriter:
             raise ValueError(f"max_bytes and max_count must be >= 1, got {max_bytes}, {max_count}")
         self.dataset, self.max_bytes, self.max_count = dataset, max_bytes, max_count
         self.fs, self.out_dir = resolve_fs(out_dir, fs)
-        self.created_at = created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.created_at = created_at or datetime.now(UTC).isoformat(timespec="seconds")
         self.extra = dict(extra or {})
         _json_dumps(self.extra, "extra")
         self._local = is_local(self.fs)
-        self._staging = None if self._local else tempfile.mkdtemp(prefix=f"shards-{dataset}-")
         self._shard: _OpenShard | None = None
         self._done: list[dict[str, Any]] = []  # manifest entries of finished shards
         self._columns: dict[str, list] = {name: [] for name in INDEX_SCHEMA.names}
         self._keys: set[str] = set()
         self._closed = False
         self._prepare_dir()
+        self._staging = None if self._local else tempfile.mkdtemp(prefix=f"shards-{dataset}-")
 
     # context manager ---------------------------------------------------------------------------
 
@@ -227,7 +227,8 @@ class ShardWriter:
     def _open_shard(self) -> None:
         name = f"{self.dataset}-{len(self._done):06d}.tar"
         staged = self._staged_path(name)
-        self._shard = _OpenShard(name=name, staged=staged, file=open(staged, "wb"))
+        file = open(staged, "wb")  # noqa: SIM115 -- stays open across write() calls
+        self._shard = _OpenShard(name=name, staged=staged, file=file)
 
     def _finish_shard(self) -> None:
         shard, self._shard = self._shard, None
@@ -299,13 +300,15 @@ class ShardWriter:
     def _prepare_dir(self) -> None:
         """Create ``out_dir``, mark any previous dataset incomplete, remove dead writers' files."""
         self.fs.makedirs(self.out_dir, exist_ok=True)
-        for name in (MANIFEST_NAME, INDEX_NAME):  # manifest first: incomplete from here on
-            if self.fs.exists(self._path(name)):
-                self.fs.rm(self._path(name))
-        for path in self.fs.glob(self._path(f"*{TMP_MARKER}*")):
+        staged = self.fs.glob(self._path(f"*{TMP_MARKER}*"))
+        for path in staged:
             pid_text = path.rsplit(TMP_MARKER, 1)[1]
             if self._local and pid_text.isdigit() and _pid_alive(int(pid_text)):
                 raise RuntimeError(f"another writer (pid {pid_text}) is writing to {self.out_dir}: {path}")
+        for name in (MANIFEST_NAME, INDEX_NAME):  # manifest first: incomplete from here on
+            if self.fs.exists(self._path(name)):
+                self.fs.rm(self._path(name))
+        for path in staged:
             self.fs.rm(path)
 
     def _remove_old_shards(self, keep: set[str]) -> None:

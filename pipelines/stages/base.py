@@ -62,7 +62,11 @@ class Stage:
         try:
             out.update(self.process_row(row))
         except Drop as d:
-            out.update({DROP: d.reason, DROPPED_AT: self.name, ERROR: d.detail})
+            out.update({**d.columns, DROP: d.reason, DROPPED_AT: self.name, ERROR: d.detail})
+        except Exception as e:  # a bad item never kills the job: record it under a reason and go on
+            log.warning("%s failed on %s: %s: %s", self.name, row.get("uri") or row, type(e).__name__, e)
+            out.update({DROP: f"{self.name}_error", DROPPED_AT: self.name,
+                        ERROR: f"{type(e).__name__}: {e}"})
         out[f"_t_{self.name}"] = time.perf_counter() - t0
         return out
 
@@ -70,10 +74,11 @@ class Stage:
 class Drop(Exception):
     """Reject the current row: ``reason`` is a slug (too_short, decode_error …), detail is free text."""
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", columns: dict[str, Any] | None = None):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.columns = columns or {}  # what the stage learnt before rejecting (e.g. video_id)
 
 
 @dataclass

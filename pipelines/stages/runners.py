@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
@@ -94,9 +94,17 @@ def _map_stage(ds, stage: Stage, has_gpu: bool):
 
 def _make_task_fn(stage: Stage):
     def run_stage_task(batch):
-        import pyarrow as pa
-        return pa.Table.from_pylist(stage(batch.to_pylist()))
+        return rows_to_arrow(stage(batch.to_pylist()))
     return run_stage_task
+
+
+def rows_to_arrow(rows: list[dict[str, Any]]):
+    """Rows → Arrow with the union of their keys (``from_pylist`` alone takes the first row's)."""
+    import pyarrow as pa
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+    return pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
 
 
 class _StageActor:
@@ -108,8 +116,7 @@ class _StageActor:
         self.stage._ready = True
 
     def __call__(self, batch):
-        import pyarrow as pa
-        return pa.Table.from_pylist(self.stage(batch.to_pylist()))
+        return rows_to_arrow(self.stage(batch.to_pylist()))
 
 
 def create_runner(kind: str = "ray", address: str | None = None, num_cpus: int | None = None):
@@ -120,6 +127,3 @@ def create_runner(kind: str = "ray", address: str | None = None, num_cpus: int |
         return RayRunner(address=address, num_cpus=num_cpus)
     raise ValueError(f"unknown runner {kind!r}: use 'local' or 'ray'")
 
-
-def rows_of(items: Iterable[Any]) -> list[dict[str, Any]]:
-    return [dict(x) for x in items]
