@@ -100,6 +100,23 @@ def ingest(sources: list[str] = typer.Argument(None, help="Directories, globs, t
     typer.echo(result.text(cfg.runner.num_cpus or __import__("os").cpu_count() or 1))
 
 
+def _register_plugins() -> None:
+    """Command groups that live beside their library code register themselves here."""
+    import importlib
+    for name in PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+PLUGINS = ("pipelines.cli_score", "pipelines.cli_caption", "pipelines.cli_generate", "pipelines.cli_jobs")
+_register_plugins()
+
+
 def main() -> None:
     app()
 
