@@ -38,6 +38,7 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in [
         ("width", pa.int32()), ("height", pa.int32()), ("sar", pa.string()), ("fps", pa.float64()),
         ("duration_s", pa.float64()), ("n_frames", pa.int64()), ("rotation", pa.int32()),
         ("has_audio", pa.bool_()), ("vfr", pa.bool_()),
+        ("transitions", pa.string()),  # JSON list of detected transitions: kind, start_s, end_s …
         ("status", pa.string(), True), ("error_class", pa.string()), ("error", pa.string()),
         ("job_id", pa.string()), ("ingested_at", TS))),
     TableSpec("clips", ("clip_id",), _s(

@@ -118,7 +118,8 @@ def _write_batch(catalog, batch: list[dict], job_id: str, split_version: str, re
             video_id=r.get("video_id") or f"unhashed:{r['uri']}", uri=r["uri"], bytes=r["bytes"],
             source_mtime=r["source_mtime"], split_version=split_version, n_clips=n,
             status=status, error_class=r.get(DROP), error=r.get(ERROR) or r.get("clip_errors"),
-            job_id=job_id, ingested_at=now, **{c: r.get(c) for c in VIDEO_COLS}))
+            job_id=job_id, ingested_at=now, transitions=r.get("transitions_json"),
+            **{c: r.get(c) for c in VIDEO_COLS}))
         if status == "ok":
             result.videos_ok += 1
             result.seconds_in += float(r.get("duration_s") or 0)

@@ -87,8 +87,9 @@ def _map_stage(ds, stage: Stage, has_gpu: bool):
     common = dict(batch_size=max(1, res.batch_size), batch_format="pyarrow",
                   num_cpus=res.num_cpus, num_gpus=res.num_gpus if has_gpu else 0)
     if res.actors > 0:
-        return ds.map_batches(_StageActor, fn_constructor_args=(stage,), concurrency=res.actors,
-                              **common)
+        from ray.data import ActorPoolStrategy
+        return ds.map_batches(_StageActor, fn_constructor_args=(stage,),
+                              compute=ActorPoolStrategy(size=res.actors), **common)
     return ds.map_batches(_make_task_fn(stage), **common)
 
 

@@ -1,0 +1,1 @@
+"""Ingest: probe and quarantine source videos, extract clips."""
