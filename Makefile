@@ -23,7 +23,7 @@ system-deps:
 demo: install
 	$(PY) -m pipelines.demo --root $(DEMO_ROOT) --world $(DEMO_WORLD)
 
-test: install
+test: install system-deps
 	$(PY) -m pytest -q tests
 
 clean:
