@@ -20,6 +20,14 @@ class DetectorConfig(_Strict):
     name: Literal["hybrid", "transnetv2", "adaptive", "content"] = "hybrid"
     params: dict[str, Any] = Field(default_factory=dict, description="Detector-specific thresholds.")
 
+    def resolved_params(self) -> dict[str, Any]:
+        """Params with machine-independent defaults: the hybrid fuses TransNetV2 only when asked
+        (``transnet: always``, recommended on GPU clusters), so clip ids never depend on which
+        worker happened to have a GPU."""
+        if self.name == "hybrid":
+            return {"transnet": "never", **self.params}
+        return dict(self.params)
+
 
 class SplitConfig(_Strict):
     """How transitions become clips."""
@@ -68,7 +76,8 @@ class IngestConfig(_Strict):
 
     def split_version(self) -> str:
         """Names the settings that decide clip boundaries and media: part of every clip_id."""
-        keyed = {"algo": SPLIT_ALGO_VERSION, "detector": self.detector.model_dump(),
+        keyed = {"algo": SPLIT_ALGO_VERSION,
+                 "detector": {"name": self.detector.name, "params": self.detector.resolved_params()},
                  "split": self.split.model_dump(), "extract": self.extract.model_dump()}
         digest = hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:8]
         return f"v{SPLIT_ALGO_VERSION}-{digest}"

@@ -69,7 +69,7 @@ class ShotSplitStage(Stage):
 
     def setup(self) -> None:
         from pipelines.shots import create_detector
-        self.detector = create_detector(self.detector_config.name, **self.detector_config.params)
+        self.detector = create_detector(self.detector_config.name, **self.detector_config.resolved_params())
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         from pipelines.shots import DecodeError, decode_frames, shots_from_transitions

@@ -72,6 +72,13 @@ def write_odd_inputs(out_dir: str | os.PathLike) -> dict[str, dict]:
     return expected
 
 
+def _bounce(pos: int, span: int) -> int:
+    """Position moving back and forth in [0, span]: continuous motion, no wrap-around jump."""
+    span = max(1, span)
+    pos %= 2 * span
+    return pos if pos <= span else 2 * span - pos
+
+
 def render_frame(index: int, n_frames: int, cut: int, width: int, height: int) -> np.ndarray:
     """RGB frame `index`: (height, width, 3) uint8, textured so codecs keep it distinct."""
     yy, xx = np.mgrid[0:height, 0:width]
@@ -81,7 +88,7 @@ def render_frame(index: int, n_frames: int, cut: int, width: int, height: int) -
         img[...] = (20, 30, 110)
         img[..., 2] += ramp
         side = max(4, min(width, height) // 4)
-        x0 = (index * max(2, width // max(cut, 1))) % max(1, width - side)
+        x0 = _bounce(index * max(2, width // max(cut, 1)), width - side)
         y0 = (height - side) // 2
         img[y0:y0 + side, x0:x0 + side] = (240, 240, 240)
     else:
@@ -89,7 +96,7 @@ def render_frame(index: int, n_frames: int, cut: int, width: int, height: int) -
         img[..., 1] += ramp // 2
         k = index - cut
         bar = max(3, height // 8)
-        y0 = (k * max(2, height // max(n_frames - cut, 1))) % max(1, height - bar)
+        y0 = _bounce(k * max(2, height // max(n_frames - cut, 1)), height - bar)
         img[y0:y0 + bar, width // 4: 3 * width // 4] = (40, 200, 60)
     return img
 
