@@ -73,3 +73,24 @@ def load_world_captions(catalog, world_dir: str | os.PathLike, seed_fraction: fl
                  job_id=job_id) for m in matches.values() if m.file in seeds]
     catalog.append("captions", alt + orig)
     return {"alt_text": len(alt), "original": len(orig), "seed_videos": len(seeds)}
+
+
+def shot_f1_against_truth(catalog, truth_videos: list, tol_frames: float = 2.0) -> dict[str, dict[str, float]]:
+    """Precision/recall/F1 of the transitions the ingest job stored in ``videos.transitions``.
+
+    ``truth_videos``: ``pipelines.shots.evaluate.load_synthetic_truth(world)`` or
+    ``load_real_truth(dir)``; videos are joined by file path. Returns {"all"|"cut"|"gradual": prf}.
+    """
+    from pipelines.shots.evaluate import MatchCounts, score_video
+    from pipelines.shots.types import Transition
+    stored = {str(Path(r["uri"]).resolve()): json.loads(r["transitions"] or "[]") for r in catalog.query(
+        "SELECT uri, transitions FROM videos WHERE status = 'ok'").to_pylist() if "://" not in r["uri"]}
+    total = MatchCounts()
+    for tv in truth_videos:
+        found = stored.get(str(Path(tv.path).resolve()))
+        if found is None:
+            continue
+        detections = [Transition(t["kind"], t["start_s"], t["end_s"], t["start_frame"], t["end_frame"])
+                      for t in found]
+        total = total + score_video(detections, tv.transitions, tv.avg_fps, tol_frames)
+    return {"all": total.prf(), "cut": total.prf("cut"), "gradual": total.prf("gradual")}
