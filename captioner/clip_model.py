@@ -1,0 +1,260 @@
+"""CLIP models for scoring: the tiny open_clip config registry and ``train_clip``.
+
+Named configs live beside the code as ``captioner/configs/vidcorpus-clip-*.json`` and are
+registered with ``open_clip.add_model_config`` by :func:`register_configs`, after which any
+open_clip entry point builds them by name::
+
+    register_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        "vidcorpus-clip-tiny", pretrained="models/clip/tiny.pt")
+
+:func:`train_clip` fits a model from scratch, or fine-tunes one loaded from local weights, with
+open_clip's contrastive ``ClipLoss`` on frames the caller decoded (a few per clip: each step
+picks a different frame and caption of each clip, which is the augmentation). The checkpoint
+is a plain dict whose ``state_dict`` open_clip loads directly.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+TINY = "vidcorpus-clip-tiny"
+
+
+def register_configs() -> list[str]:
+    """Register every ``vidcorpus-clip-*.json`` with open_clip (idempotent); returns the names."""
+    import open_clip
+    files = sorted(CONFIG_DIR.glob("vidcorpus-clip-*.json"))
+    known = set(open_clip.list_models())
+    for path in files:
+        if path.stem not in known:
+            open_clip.add_model_config(path)
+    return [p.stem for p in files]
+
+
+def check_local_weights(pretrained: str | None) -> None:
+    """Weights always come from a local file or directory: refuse tags that would download."""
+    if pretrained is not None and not os.path.exists(pretrained):
+        raise ValueError(f"--clip-pretrained {pretrained!r} is not a local file or directory "
+                         "(weights are never downloaded: pass the path of a checkpoint)")
+
+
+def create_clip(name: str, pretrained: str | None = None, device: str = "cpu"):
+    """An open_clip model and its tokenizer; random init when ``pretrained`` is None."""
+    import open_clip
+    register_configs()
+    check_local_weights(pretrained)
+    if name not in open_clip.list_models():
+        raise ValueError(f"unknown CLIP model {name!r}; known: {', '.join(open_clip.list_models())}")
+    model = open_clip.create_model(name, pretrained=pretrained, device=device)
+    return model, open_clip.get_tokenizer(name)
+
+
+def input_size(name: str) -> int:
+    """Side of model ``name``'s square input, read from its config (no weights are loaded)."""
+    import open_clip
+    register_configs()
+    config = open_clip.get_model_config(name)
+    if config is None:
+        raise ValueError(f"unknown CLIP model {name!r}; known: {', '.join(open_clip.list_models())}")
+    size = config["vision_cfg"].get("image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def image_size(model) -> int:
+    """Side of the square input of ``model``'s vision tower."""
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def to_model_input(frames, mean: tuple, std: tuple):
+    """uint8 frames (N, S, S, 3) (numpy or torch) → normalised float (N, 3, S, S)."""
+    import torch
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, S, S)
+    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainClipConfig:
+    """How ``train_clip`` fits a model; ``pretrained`` set means fine-tuning."""
+
+    model: str = TINY
+    pretrained: str | None = None
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 2e-3  # fine-tuning wants ~1e-5..5e-5
+    weight_decay: float = 0.1
+    warmup_steps: int = 40
+    max_seconds: float | None = None  # stop early when the time budget is spent
+    seed: int = 0
+    log_every: int = 50
+    threads: int | None = None  # torch intra-op threads; 1 is fastest on a busy small machine
+    hard_batch_fraction: float = 0.5  # batches of look-alike clips (see _Batches)
+
+    def __post_init__(self) -> None:
+        check_local_weights(self.pretrained)
+        if self.steps < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise ValueError(f"train-clip needs steps >= 1, batch_size >= 2 and lr > 0; got {self}")
+
+
+@dataclass
+class TrainClipResult:
+    """What a training run did; ``metrics`` holds the logged steps."""
+
+    steps: int
+    seconds: float
+    final_loss: float
+    metrics: list[dict[str, float]] = field(default_factory=list)
+
+
+def train_clip(frames: np.ndarray, texts: list[list[str]], config: TrainClipConfig, out: str,
+               on_log: Callable[[dict], None] | None = None) -> TrainClipResult:
+    """Fit ``config.model`` on clips: ``frames`` (N, F, S, S, 3) uint8, ``texts[i]`` = clip i's captions.
+
+    Each step draws ``batch_size`` distinct clips, one random frame and one random caption
+    each, and minimises open_clip's ``ClipLoss``. Writes the checkpoint to ``out``.
+    """
+    import torch
+    assert frames.ndim == 5 and frames.shape[-1] == 3, f"frames must be (N, F, S, S, 3), got {frames.shape}"
+    assert len(texts) == len(frames) and all(texts), "every clip needs at least one caption"
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model, tokenizer = create_clip(config.model, config.pretrained)
+    size = image_size(model)
+    assert frames.shape[2] == size, f"frames are {frames.shape[2]}px, {config.model} wants {size}px"
+    batches = _Batches(texts, tokenizer, colour_layout(frames), config.seed, config.hard_batch_fraction)
+    pixels = torch.from_numpy(np.ascontiguousarray(frames))  # (N, F, S, S, 3) uint8
+    optimizer, schedule = _optimizer(model, config)
+    result = _fit(model, pixels, batches, optimizer, schedule, config, on_log)
+    save_checkpoint(out, model, optimizer, config, result)
+    return result
+
+
+class _Batches:
+    """Pre-tokenised captions and batch composition (distinct clips within a batch).
+
+    A ``hard_fraction`` of batches are hard: a random clip and its nearest neighbours by a
+    coarse colour layout (mean colour of a 4x4 grid), so that clips in the batch share their
+    background and the loss can only fall by telling apart what differs — the objects. The
+    rest walk through shuffled epochs.
+    """
+
+    def __init__(self, texts: list[list[str]], tokenizer, layout: np.ndarray, seed: int,
+                 hard_fraction: float):
+        unique = sorted({t for clip in texts for t in clip})
+        where = {t: i for i, t in enumerate(unique)}
+        self.tokens = tokenizer(unique)  # (n_unique, context_length)
+        self.choices = [np.array([where[t] for t in clip]) for clip in texts]
+        self.layout = layout  # (N, L) standardised colour layouts
+        self.hard_fraction = hard_fraction
+        self.rng = np.random.default_rng(seed)
+        self.order: list[int] = []
+
+    def draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(clip indices, caption rows) of the next batch."""
+        batch_size = min(batch_size, len(self.choices))
+        if self.rng.random() < self.hard_fraction:
+            anchor = self.layout[self.rng.integers(len(self.layout))]
+            clips = np.argsort(((self.layout - anchor) ** 2).sum(axis=1))[:batch_size]
+        else:
+            if len(self.order) < batch_size:
+                self.order = self.rng.permutation(len(self.choices)).tolist()
+            clips = np.array(self.order[:batch_size])
+            del self.order[:batch_size]
+        texts = np.array([self.rng.choice(self.choices[i]) for i in clips])
+        return clips, texts
+
+
+def colour_layout(frames: np.ndarray, grid: int = 4) -> np.ndarray:
+    """(N, grid*grid*3) standardised mean colours of a grid over each clip's frames (N, F, S, S, 3)."""
+    n, f, s = frames.shape[:3]
+    cells = frames[:, :, : s - s % grid, : s - s % grid].reshape(n, f, grid, s // grid, grid, s // grid, 3)
+    layout = cells.mean(axis=(1, 3, 5), dtype=np.float32).reshape(n, -1)  # (N, grid*grid*3)
+    return (layout - layout.mean(axis=0)) / (layout.std(axis=0) + 1e-6)
+
+
+def _optimizer(model, config: TrainClipConfig):
+    """AdamW without decay on gains, biases and the temperature; warmup then cosine decay."""
+    import torch
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if exclude else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
+                                   {"params": decay, "weight_decay": config.weight_decay}],
+                                  lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    def lr_at(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+
+
+def _fit(model, pixels, batches: _Batches, optimizer, schedule, config: TrainClipConfig,
+         on_log) -> TrainClipResult:
+    """The loop: sample, forward, ClipLoss, step; stops at ``steps`` or ``max_seconds``."""
+    import torch
+    from open_clip import ClipLoss
+    loss_fn, mean, std = ClipLoss(), model.visual.image_mean, model.visual.image_std
+    gen = torch.Generator().manual_seed(config.seed)
+    model.train()
+    t0, metrics, loss_value, step = time.perf_counter(), [], float("nan"), 0
+    for step in range(1, config.steps + 1):
+        clips, texts = batches.draw(config.batch_size)
+        which = torch.randint(pixels.shape[1], (len(clips),), generator=gen)  # a frame per clip
+        images = to_model_input(pixels[torch.from_numpy(clips), which], mean, std)  # (B, 3, S, S)
+        image_features, text_features, scale = model(images, batches.tokens[torch.from_numpy(texts)])
+        loss = loss_fn(image_features, text_features, scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        loss_value, elapsed = float(loss.detach()), time.perf_counter() - t0
+        if step % config.log_every == 0 or step == config.steps:
+            metrics.append({"step": step, "loss": loss_value, "lr": schedule.get_last_lr()[0],
+                            "logit_scale": float(scale.detach()), "seconds": elapsed})
+            log.info("train-clip step %d: loss %.4f (%.1fs)", step, loss_value, elapsed)
+            if on_log:
+                on_log(metrics[-1])
+        if config.max_seconds is not None and elapsed >= config.max_seconds:
+            log.info("train-clip: time budget %.0fs spent at step %d", config.max_seconds, step)
+            break
+    model.eval()
+    return TrainClipResult(step, time.perf_counter() - t0, loss_value, metrics)
+
+
+def save_checkpoint(out: str, model, optimizer, config: TrainClipConfig, result: TrainClipResult) -> None:
+    """A plain dict (open_clip reads ``state_dict``), written to a tmp name and renamed."""
+    import open_clip
+    import torch
+    checkpoint: dict[str, Any] = {
+        "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "step": result.steps, "model_name": config.model,
+        "model_config": open_clip.get_model_config(config.model),
+        "train_config": asdict(config), "rng": torch.get_rng_state(),
+        "metrics": result.metrics}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, out)

@@ -1,0 +1,132 @@
+"""ClipScorer: any open_clip model from local weights, batched image and text embeddings.
+
+Runs on the GPU with bf16 autocast when one is present, else fp32 on the CPU. Frames come in
+as uint8 (N, S, S, 3) at the model's input size (the caller resizes while decoding, so pixels
+are converted once); embeddings come out L2-normalised as float32 numpy arrays.
+
+    scorer = ClipScorer(ClipScorerConfig("ViT-B-32", pretrained="/weights/vit-b-32.pt")).load()
+    video = scorer.video_embeddings(frames)  # (B, D) from (B, K, S, S, 3)
+    text = scorer.encode_texts(["a red ball"])  # (1, D)
+    cosine = video @ text.T
+"""
+from __future__ import annotations
+
+import hashlib
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from captioner.clip_model import TINY, check_local_weights, create_clip, image_size, to_model_input
+
+Precision = Literal["fp32", "amp_bf16"]
+
+
+@dataclass(frozen=True)
+class ClipScorerConfig:
+    """Which model, from which local weights, on which device."""
+
+    model: str = TINY
+    pretrained: str | None = None  # local checkpoint; None = random init (tests, benchmarks)
+    device: str | None = None  # None: "cuda" when available, else "cpu"
+    precision: Precision | None = None  # None: amp_bf16 on CUDA, fp32 on CPU
+    batch_size: int = 256  # frames per forward pass
+    threads: int | None = None  # torch CPU threads in this process (None: leave as is)
+
+    def __post_init__(self) -> None:
+        check_local_weights(self.pretrained)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def model_tag(model: str, pretrained: str | None) -> str:
+    """What ``embeddings.model`` records: the name, plus a digest of the weights when loaded."""
+    if pretrained is None:
+        return f"{model}@random-init"
+    digest = hashlib.sha256()
+    with open(pretrained, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            digest.update(block)
+    return f"{model}@{digest.hexdigest()[:10]}"
+
+
+class ClipScorer:
+    """Batched open_clip embeddings; construct cheaply, then ``load()`` on the worker."""
+
+    def __init__(self, config: ClipScorerConfig = ClipScorerConfig()):
+        self.config = config
+        self.model = None
+        self._text_cache: dict[str, np.ndarray] = {}
+
+    def load(self) -> "ClipScorer":
+        import torch
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        self.device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.precision = self.config.precision or ("amp_bf16" if self.device.startswith("cuda") else "fp32")
+        self.model, self.tokenizer = create_clip(self.config.model, self.config.pretrained, self.device)
+        self.model.eval()
+        self.embed_dim = int(self.encode_texts([""]).shape[1])
+        return self
+
+    @property
+    def image_size(self) -> int:
+        return image_size(self._loaded())
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned softmax temperature (exp of ``logit_scale``)."""
+        return float(self._loaded().logit_scale.detach().exp())
+
+    def _loaded(self):
+        if self.model is None:
+            raise RuntimeError("ClipScorer.load() must be called before use")
+        return self.model
+
+    def _autocast(self):
+        import torch
+        if self.precision == "amp_bf16":
+            return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
+        return nullcontext()
+
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Normalised embeddings (N, D) of uint8 frames (N, S, S, 3)."""
+        import torch
+        model = self._loaded()
+        assert frames.ndim == 4 and frames.shape[1:] == (self.image_size, self.image_size, 3), \
+            f"frames must be (N, {self.image_size}, {self.image_size}, 3), got {frames.shape}"
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for i in range(0, len(frames), self.config.batch_size):
+                x = to_model_input(frames[i:i + self.config.batch_size], model.visual.image_mean,
+                                   model.visual.image_std).to(self.device)  # (b, 3, S, S)
+                out.append(model.encode_image(x, normalize=True).float().cpu())  # (b, D)
+        return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+
+    def video_embeddings(self, frames: np.ndarray) -> np.ndarray:
+        """(B, D): the normalised mean of each clip's frame embeddings; ``frames`` (B, K, S, S, 3)."""
+        b, k = frames.shape[:2]
+        per_frame = self.encode_frames(frames.reshape(b * k, *frames.shape[2:]))  # (B*K, D)
+        return normalize(per_frame.reshape(b, k, -1).mean(axis=1))
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Normalised embeddings (T, D); repeated texts are encoded once (cached)."""
+        import torch
+        model = self._loaded()
+        todo = sorted({t for t in texts if t not in self._text_cache})
+        with torch.inference_mode(), self._autocast():
+            for i in range(0, len(todo), self.config.batch_size):
+                chunk = todo[i:i + self.config.batch_size]
+                tokens = self.tokenizer(chunk).to(self.device)  # (t, context_length)
+                emb = model.encode_text(tokens, normalize=True).float().cpu().numpy()  # (t, D)
+                self._text_cache.update(zip(chunk, emb))
+        if len(self._text_cache) > 200_000:  # bounded: keep only what this call needs
+            self._text_cache = {t: self._text_cache[t] for t in texts}
+        return np.stack([self._text_cache[t] for t in texts]) if texts else np.zeros((0, self.embed_dim), np.float32)
+
+
+def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm (float32)."""
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)

@@ -1,0 +1,155 @@
+"""Named captioner configs (``captioner/configs/captioner_<name>.json``) and ``create_captioner``.
+
+A config is validated once, here, into frozen pydantic objects grouped by concern; a bad key
+or value raises with the path of the field to change. Overrides are nested dicts merged over
+the named config, e.g. ``load_config("tiny", vision={"frames": 6}, train={"max_steps": 50})``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VisionConfig(_Frozen):
+    """The open_clip vision tower applied to each of ``frames`` frames."""
+
+    model: str = "inline"  # an open_clip model name, "local-dir:/path", or "inline" (open_clip_cfg)
+    pretrained: Optional[str] = None  # local weights: open_clip checkpoint or vidcorpus CLIP ckpt
+    open_clip_cfg: Optional[dict[str, Any]] = None  # open_clip vision_cfg, for model == "inline"
+    embed_dim: int = 128  # open_clip's joint embedding size (unused by the captioner's tokens)
+    trainable: bool = True
+    frames: int = Field(8, ge=1, le=64)  # K frames sampled per clip (segment centres)
+
+    @model_validator(mode="after")
+    def _inline_needs_cfg(self):
+        if self.model == "inline" and not self.open_clip_cfg:
+            raise ValueError("vision.model 'inline' needs vision.open_clip_cfg (an open_clip "
+                             "vision_cfg such as {image_size, patch_size, width, layers})")
+        return self
+
+
+class ResamplerConfig(_Frozen):
+    """Learned queries cross-attending over the patch tokens of all frames."""
+
+    queries: int = Field(32, ge=1)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    width: int = Field(128, ge=8)
+    max_frames: int = Field(64, ge=1)
+    saliency_init: float = 3.0  # initial saliency-bias scale of half the heads (0: plain attention)
+
+
+class LMConfig(_Frozen):
+    """The causal LM: a local Hugging Face directory, or an ``AutoConfig`` dict built from scratch."""
+
+    pretrained: Optional[str] = None  # local HF directory (AutoModelForCausalLM.from_pretrained)
+    config: Optional[dict[str, Any]] = None  # e.g. {"model_type": "gpt2", "n_layer": 2, ...}
+    trainable: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.pretrained is None) == (self.config is None):
+            raise ValueError("set exactly one of lm.pretrained (a local HF dir) or lm.config")
+        return self
+
+
+class TokenizerConfig(_Frozen):
+    kind: Literal["bpe", "lm"] = "bpe"  # bpe: trained on the training captions; lm: lm.pretrained's
+    vocab_size: int = Field(512, ge=300)
+    max_len: int = Field(64, ge=4)  # caption ids incl. bos/eos
+
+
+class TrainConfig(_Frozen):
+    """Optimisation, evaluation and checkpoint cadence (steps are optimizer steps)."""
+
+    batch_size: int = Field(16, ge=1)
+    lr: float = 1e-3
+    vision_lr: Optional[float] = None  # default: lr
+    vision_warmup_steps: int = Field(0, ge=0)  # the tower's lr ramps up over these steps
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    max_steps: int = 1000
+    max_minutes: Optional[float] = None  # stop early (and checkpoint) after this wall time
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    eval_items: int = 256  # val clips captioned per eval (all for the final eval)
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    seed: int = 0
+    reverse_swaps: Optional[dict[str, str]] = None  # time-reversal augmentation: word swaps
+    max_shift: int = Field(0, ge=0)  # translation augmentation, pixels at the model's input size
+    num_threads: Optional[int] = None  # torch CPU threads
+
+
+class GenerateConfig(_Frozen):
+    max_new_tokens: int = Field(48, ge=1)
+
+
+class CaptionerConfig(_Frozen):
+    """Everything needed to build, train and run one captioner; stored resolved in checkpoints."""
+
+    name: str
+    vision: VisionConfig
+    resampler: ResamplerConfig = ResamplerConfig()
+    lm: LMConfig
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenerateConfig = GenerateConfig()
+
+    @model_validator(mode="after")
+    def _lm_tokenizer(self):
+        if self.tokenizer.kind == "lm" and self.lm.pretrained is None:
+            raise ValueError("tokenizer.kind 'lm' needs lm.pretrained (the LM's directory)")
+        if self.tokenizer.kind == "bpe" and self.lm.pretrained is not None:
+            raise ValueError("a pretrained LM needs its own tokenizer: set tokenizer.kind 'lm'")
+        return self
+
+
+def list_configs() -> list[str]:
+    """Names of the bundled configs (``captioner_<name>.json``)."""
+    return sorted(p.stem.removeprefix("captioner_") for p in CONFIG_DIR.glob("captioner_*.json"))
+
+
+def load_config(name_or_path: str | Path | dict, **overrides: Any) -> CaptionerConfig:
+    """A validated config from a bundled name, a JSON path or a dict, with nested overrides."""
+    if isinstance(name_or_path, dict):
+        raw = copy.deepcopy(name_or_path)
+    else:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = CONFIG_DIR / f"captioner_{name_or_path}.json"
+        if not path.exists():
+            raise ValueError(f"unknown captioner config {name_or_path!r}; bundled: {list_configs()}")
+        raw = json.loads(path.read_text())
+    return CaptionerConfig.model_validate(deep_merge(raw, overrides))
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` merged in (nested dicts merged, other values replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def create_captioner(name_or_config: str | Path | dict | CaptionerConfig, vocab_size: int,
+                     **overrides: Any):
+    """Build a ``VideoCaptioner`` (random or locally pretrained towers) for a tokenizer's vocab."""
+    from captioner.captioner_model import VideoCaptioner
+
+    if isinstance(name_or_config, CaptionerConfig):
+        name_or_config = name_or_config.model_dump()
+    return VideoCaptioner(load_config(name_or_config, **overrides), vocab_size)

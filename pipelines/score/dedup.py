@@ -1,0 +1,131 @@
+"""Near-duplicate groups from clip embeddings, keeping the best clip of each group.
+
+Pairs come from blockwise matrix products of the normalised embeddings (``block`` rows at a
+time against all rows: O(N^2 D) arithmetic in BLAS, O(block x N) memory, no Python loop over
+pairs); groups are the connected components of the pairs at cosine >= ``threshold``
+(union-find over the found pairs only). For tens of millions of clips, swap
+``near_duplicate_pairs`` for an ANN index (FAISS range search) — the rest stays the same.
+
+The kept clip of a group is the first by ``keep_order``, an SQL ORDER BY over ``clips_v``
+(default: the highest resolution, then the first seen — earliest ingested, earliest in its
+video: a repeat or re-upload loses to its original), after clips another stage rejected. Group ids are derived from the kept clip's id, so a
+rerun that finds the same group gives it the same id.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+DEFAULT_KEEP_ORDER = "width * height DESC, created_at, video_id, start_s, clip_id"
+DEDUP_STAGE = "dedup"
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """When two clips are near-duplicates and which of a group is kept."""
+
+    threshold: float = 0.95  # cosine of video embeddings at or above which clips are duplicates
+    keep_order: str = DEFAULT_KEEP_ORDER  # SQL ORDER BY over clips_v; the first clip is kept
+    block: int = 4096  # rows per matrix product
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.threshold <= 1.0 or self.block < 1:
+            raise ValueError(f"dedup threshold must be a cosine in [-1, 1] and block >= 1, got {self}")
+
+
+@dataclass
+class DuplicateGroup:
+    """One group of near-duplicates: ``kept`` plus the ``dropped`` members (with their cosine)."""
+
+    group_id: int
+    kept: str
+    dropped: list[tuple[str, float]]
+
+    @property
+    def members(self) -> list[str]:
+        return [self.kept] + [c for c, _ in self.dropped]
+
+
+def near_duplicate_pairs(emb: np.ndarray, threshold: float, block: int = 4096) -> np.ndarray:
+    """Index pairs (i, j), i < j, with ``emb[i] . emb[j] >= threshold``; ``emb`` (N, D) normalised."""
+    emb = np.ascontiguousarray(emb, np.float32)
+    pairs = []
+    for start in range(0, len(emb), block):
+        sims = emb[start:start + block] @ emb.T  # (b, N)
+        rows, cols = np.nonzero(sims >= threshold)
+        rows = rows + start
+        upper = cols > rows
+        pairs.append(np.stack([rows[upper], cols[upper]], axis=1))
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+
+
+def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Component label (the smallest member index) of each of ``n`` items linked by ``pairs``."""
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs.tolist():  # one union per found pair, not per candidate pair
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    while not np.array_equal(parent[parent], parent):  # pointer jumping: every item to its root
+        parent = parent[parent]
+    return parent
+
+
+def group_id(kept_clip_id: str) -> int:
+    """A stable id (< 2^48, exact as a float score) named after the group's kept clip."""
+    return int(hashlib.sha1(kept_clip_id.encode()).hexdigest()[:12], 16)
+
+
+def find_groups(clip_ids: list[str], emb: np.ndarray, rank: dict[str, int],
+                config: DedupConfig) -> list[DuplicateGroup]:
+    """Groups of two or more near-duplicates; in each, the clip with the lowest ``rank`` is kept."""
+    pairs = near_duplicate_pairs(emb, config.threshold, config.block)
+    labels = connected_components(len(clip_ids), pairs)
+    members: dict[int, list[int]] = {}
+    for i in np.nonzero(np.bincount(labels, minlength=len(clip_ids))[labels] > 1)[0].tolist():
+        members.setdefault(int(labels[i]), []).append(i)
+    groups = []
+    for idx in members.values():
+        order = sorted(idx, key=lambda i: (rank.get(clip_ids[i], len(rank)), clip_ids[i]))
+        kept = order[0]
+        cosines = emb[order[1:]] @ emb[kept]
+        groups.append(DuplicateGroup(group_id(clip_ids[kept]), clip_ids[kept],
+                                     [(clip_ids[i], float(c)) for i, c in zip(order[1:], cosines)]))
+    return sorted(groups, key=lambda g: g.kept)
+
+
+def load_embeddings(catalog, model: str) -> tuple[list[str], np.ndarray]:
+    """Clip ids and (N, D) vectors of ``model``, leaving out clips another stage rejected for
+    being unusable (anything but dedup and filter rules, e.g. decode_error)."""
+    quoted = model.replace("'", "''")
+    table = catalog.query(f"""
+        SELECT clip_id, vector FROM embeddings WHERE model = '{quoted}'
+          AND clip_id IN (SELECT clip_id FROM clips)
+          AND clip_id NOT IN (SELECT clip_id FROM rejections WHERE reason IS NOT NULL
+                              AND stage <> '{DEDUP_STAGE}' AND stage NOT LIKE 'filter:%')
+        ORDER BY clip_id""")
+    if table.num_rows == 0:
+        return [], np.zeros((0, 0), np.float32)
+    vectors = table["vector"].combine_chunks()
+    flat = np.asarray(vectors.flatten(), np.float32)
+    return table["clip_id"].to_pylist(), flat.reshape(table.num_rows, -1)
+
+
+def keep_ranks(catalog, keep_order: str) -> dict[str, int]:
+    """Rank of every clip under ``keep_order``, clips rejected by other stages last."""
+    table: pa.Table = catalog.query(f"""
+        SELECT clip_id FROM clips_v ORDER BY
+          clip_id IN (SELECT clip_id FROM rejections WHERE reason IS NOT NULL
+                      AND stage <> '{DEDUP_STAGE}'),
+          {keep_order}""")
+    return {clip_id: i for i, clip_id in enumerate(table["clip_id"].to_pylist())}

@@ -1,0 +1,87 @@
+"""The captioner model: forward shapes, loss only on caption tokens, time embeddings, tokenizer."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from captioner.captioner_model import IGNORE, VideoCaptioner, caption_labels
+from captioner.registry import list_configs, load_config
+from captioner.tokenizer import CaptionTokenizer, train_bpe
+
+from .conftest import micro_config
+
+CAPTIONS = ["A large red circle moves left over a blue background; the camera pans right.",
+            "A small green star spins in place and a medium white square grows over a gray "
+            "background; the camera is static."]
+
+
+@pytest.fixture(scope="module")
+def model() -> VideoCaptioner:
+    torch.manual_seed(0)
+    return VideoCaptioner(micro_config(), vocab_size=300).eval()
+
+
+def _frames(b: int, model: VideoCaptioner) -> torch.Tensor:
+    return torch.randint(0, 256, (b, model.n_frames, 3, *model.image_size), dtype=torch.uint8)
+
+
+def test_forward_shapes(model):
+    b, t = 3, 7
+    frames = _frames(b, model)
+    ids = torch.randint(3, 300, (b, t))
+    prefix = model.encode_video(frames)
+    q, d = model.config.resampler.queries, model.lm.get_input_embeddings().embedding_dim
+    assert prefix.shape == (b, q, d)
+    loss, logits = model(frames, ids, torch.ones_like(ids))
+    assert logits.shape == (b, q + t, 300)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    out = model.generate(frames, bos_id=0, eos_id=1, max_new_tokens=5)
+    assert out.shape[0] == b and 1 <= out.shape[1] <= 5
+
+
+def test_loss_is_only_on_caption_tokens(model):
+    frames = _frames(2, model)
+    ids = torch.tensor([[0, 10, 11, 12, 1, 2, 2], [0, 20, 21, 1, 2, 2, 2]])  # bos … eos pad
+    mask = (torch.arange(7) < torch.tensor([[5], [4]])).long()
+    labels = caption_labels(ids, mask, prefix_len=4)
+    assert (labels[:, :5] == IGNORE).all()  # prefix and bos
+    assert labels[0, 5:].tolist() == [10, 11, 12, 1, IGNORE, IGNORE]
+    assert labels[1, 5:].tolist() == [20, 21, 1, IGNORE, IGNORE, IGNORE]
+    loss, logits = model(frames, ids, mask)
+    q = model.config.resampler.queries
+    manual = F.cross_entropy(torch.cat([logits[0, q:q + 4], logits[1, q:q + 3]]),
+                             torch.tensor([10, 11, 12, 1, 20, 21, 1]))
+    assert torch.allclose(loss, manual, atol=1e-5)
+    ids_other_pad = ids.masked_fill(mask == 0, 123)  # padding content must not matter
+    assert torch.allclose(model(frames, ids_other_pad, mask)[0], loss, atol=1e-6)
+
+
+def test_time_embeddings_make_frame_order_visible(model):
+    assert model.resampler.time_embed.abs().sum() > 0
+    frames = _frames(1, model)
+    forward = model.encode_video(frames)
+    backward = model.encode_video(frames.flip(1))
+    assert not torch.allclose(forward, backward, atol=1e-4)
+
+
+def test_tokenizer_round_trip_and_persistence():
+    tok = train_bpe(CAPTIONS * 5, vocab_size=300)
+    for text in CAPTIONS + ["Ünïcode, digits 123 and  double  spaces!", ""]:
+        assert tok.decode(tok.encode(text)) == text
+    ids = tok.caption_ids(CAPTIONS[0], max_len=64)
+    assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
+    assert len(tok.caption_ids(CAPTIONS[1], max_len=8)) == 8
+    again = CaptionTokenizer.from_dict(tok.to_dict())
+    assert again.encode(CAPTIONS[1]) == tok.encode(CAPTIONS[1])
+    assert (again.bos_id, again.eos_id, again.pad_id) == (tok.bos_id, tok.eos_id, tok.pad_id)
+
+
+def test_named_configs_validate_and_bad_ones_say_what_to_fix():
+    assert {"tiny", "base"} <= set(list_configs())
+    assert load_config("tiny").vision.frames >= 6
+    assert load_config("base").tokenizer.kind == "lm"
+    with pytest.raises(ValueError, match="open_clip_cfg"):
+        load_config("tiny", vision={"open_clip_cfg": None})
+    with pytest.raises(ValueError, match="unknown captioner config"):
+        load_config("nope")

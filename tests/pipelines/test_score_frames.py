@@ -1,0 +1,65 @@
+"""Frame decoding for scoring: one pass, K anchors, pixel statistics that tell bad clips apart."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.score.frames import (
+    ClipFrames, FrameConfig, FrameDecodeError, anchor_indices, decode_clip_frames, frame_stats,
+)
+from pipelines.score.testing import ClipSpec, draw_clip, encode_mp4
+
+CONFIG = FrameConfig(n_frames=4, size=32, stats_size=16)
+
+
+def _clip(tmp_path, kind: str, **kw) -> str:
+    spec = ClipSpec(kind, kind=kind, **kw)
+    path = tmp_path / f"{kind}.mp4"
+    path.write_bytes(encode_mp4(draw_clip(spec), spec.fps))
+    return str(path)
+
+
+def test_anchor_indices_are_segment_centres():
+    assert anchor_indices(8, 4).tolist() == [1, 3, 5, 7]
+    assert anchor_indices(2, 4).tolist() == [0, 0, 1, 1]  # short clips repeat frames
+
+
+def test_decode_shapes_and_round_trip_through_row_columns(tmp_path):
+    frames = decode_clip_frames(_clip(tmp_path, "shape"), CONFIG, n_frames=24)
+    assert frames.rgb.shape == (4, 32, 32, 3) and frames.rgb.dtype == np.uint8
+    assert frames.small.shape == (4, 2, 16, 16, 3)
+    back = ClipFrames.from_row(frames.to_row())
+    assert np.array_equal(back.rgb, frames.rgb) and np.array_equal(back.small, frames.small)
+
+
+def test_wrong_frame_count_hint_still_decodes(tmp_path):
+    path = _clip(tmp_path, "shape")
+    assert np.array_equal(decode_clip_frames(path, CONFIG, n_frames=500).rgb,
+                          decode_clip_frames(path, CONFIG, n_frames=None).rgb)
+
+
+@pytest.mark.parametrize("kind, expect", [
+    ("shape", {"black": 0.0, "frozen": 0.0}),
+    ("black", {"black": 1.0, "frozen": 1.0}),
+    ("frozen", {"black": 0.0, "frozen": 1.0}),
+    ("noise", {"black": 0.0, "frozen": 0.0}),
+])
+def test_stats_tell_defects_apart(tmp_path, kind, expect):
+    stats = frame_stats(decode_clip_frames(_clip(tmp_path, kind), CONFIG))
+    assert {k: stats[k] for k in expect} == expect
+    assert 0.0 <= stats["motion"] <= 1.0 and 0.0 <= stats["luma"] <= 1.0
+    if kind == "noise":
+        assert stats["motion"] > 0.1
+    elif kind == "shape":
+        assert 0.0 < stats["motion"] < 0.05
+    else:
+        assert stats["motion"] < 0.005
+
+
+def test_missing_and_garbage_files_raise_decode_error(tmp_path):
+    with pytest.raises(FrameDecodeError):
+        decode_clip_frames(str(tmp_path / "absent.mp4"), CONFIG)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    with pytest.raises(FrameDecodeError):
+        decode_clip_frames(str(garbage), CONFIG)

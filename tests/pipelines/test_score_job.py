@@ -1,0 +1,124 @@
+"""The score job on real clip files: every clip scored or rejected, scores land in the catalog."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.ingest.config import RunnerConfig
+from pipelines.score.job import ScoreConfig, run_score
+from pipelines.score.testing import ClipSpec, add_clips
+from storage import Catalog, CorpusRoot
+
+LOCAL = RunnerConfig(kind="local")
+# exact duplicates (same pixels) have cosine 1; a random-init model puts other clips near too
+CONFIG = ScoreConfig(runner=LOCAL, threads=1, dedup_threshold=0.99999, n_frames=4,
+                     dedup_keep="duration_s DESC, clip_id")
+SPECS = [
+    ClipSpec("red", captions={"alt-text": "red square", "original": "a red square moves right"}),
+    ClipSpec("red-copy", fps=6, captions={"alt-text": "red box"}),  # same pixels, longer: kept
+    ClipSpec("green", color="green", background="white", seed=1, captions={"alt-text": "green box"}),
+    ClipSpec("black", kind="black", captions={"alt-text": "video"}),
+    ClipSpec("frozen", kind="frozen", color="yellow", seed=2),
+    ClipSpec("noise", kind="noise", seed=3),
+    ClipSpec("missing", color="blue", seed=4),
+    ClipSpec("garbage", color="gray", seed=5),
+]
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score") / "root"
+    catalog = Catalog(CorpusRoot.open(root, create=True))
+    clips = {spec.name: c for spec, c in zip(SPECS, add_clips(catalog, SPECS))}
+    os.remove(catalog.root.join(clips["missing"]["uri"]))
+    Path(catalog.root.join(clips["garbage"]["uri"])).write_bytes(b"not a video at all" * 50)
+    result = run_score(str(root), CONFIG)
+    ids = {name: c["clip_id"] for name, c in clips.items()}
+    return catalog, result, ids
+
+
+def _row(catalog, clip_id: str) -> dict:
+    return catalog.query(f"SELECT * FROM clips_v WHERE clip_id = '{clip_id}'").to_pylist()[0]
+
+
+def test_every_clip_is_scored_or_rejected_and_the_job_is_recorded(scored):
+    catalog, result, ids = scored
+    assert result.counts["scored"] == 6 and result.counts["decode_error"] == 2
+    for name in ("missing", "garbage"):
+        rejection = catalog.query(f"SELECT * FROM rejections WHERE clip_id = '{ids[name]}'").to_pylist()
+        assert [(r["stage"], r["reason"]) for r in rejection] == [("score:frames", "decode_error")]
+    job = catalog.query(f"SELECT * FROM jobs WHERE job_id = '{result.job_id}'").to_pylist()[0]
+    assert job["status"] == "succeeded"
+    stages = {s["name"]: s for s in json.loads(job["stages"])}
+    assert stages["frames"]["dropped"] == {"decode_error": 2} and stages["clip"]["kept"] == 6
+    assert Path(catalog.root.path, "jobs", result.job_id, "stats.json").exists()
+
+
+def test_pixel_and_clip_scores(scored):
+    catalog, result, ids = scored
+    black, frozen, noise, red = (_row(catalog, ids[n]) for n in ("black", "frozen", "noise", "red"))
+    assert (black["black"], black["frozen"], frozen["frozen"], red["frozen"]) == (1.0, 1.0, 1.0, 0.0)
+    assert noise["motion"] > 0.1 > red["motion"] > 0.0
+    for row in (black, frozen, noise, red):
+        assert all(0.0 <= row[n] <= 1.0 for n in ("neg_black_screen", "neg_static_noise", "neg_blurry_frame"))
+    assert red["clip_text"] is not None and red["clip_text_original"] is not None
+    assert frozen["clip_text"] is None  # no alt text, no score
+    captions = catalog.query(f"SELECT source, clip_score FROM captions WHERE clip_id = '{ids['red']}' "
+                             "ORDER BY source").to_pylist()
+    assert [c["clip_score"] for c in captions] == pytest.approx([red["clip_text"], red["clip_text_original"]])
+
+
+def test_embeddings_are_normalised_means_under_the_model_tag(scored):
+    catalog, result, ids = scored
+    table = catalog.query("SELECT clip_id, model, vector FROM embeddings")
+    assert table.num_rows == 6 and set(table["model"].to_pylist()) == {result.model}
+    assert result.model == "vidcorpus-clip-tiny@random-init"
+    vectors = np.array(table["vector"].to_pylist(), np.float32)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_exact_duplicates_grouped_and_the_best_kept(scored):
+    catalog, result, ids = scored
+    red, copy = _row(catalog, ids["red"]), _row(catalog, ids["red-copy"])
+    assert red["dup_group"] == copy["dup_group"] is not None
+    assert copy["rejection_reasons"] is None  # the longer copy is kept (dedup_keep)
+    rejection = catalog.query(f"SELECT * FROM rejections WHERE clip_id = '{ids['red']}'").to_pylist()[0]
+    assert (rejection["stage"], rejection["reason"]) == ("dedup", "duplicate")
+    assert ids["red-copy"] in rejection["detail"]
+    assert result.duplicate_groups == 1 and result.duplicates_rejected == 1
+
+
+def test_rerun_skips_scored_clips_and_keeps_the_same_groups(scored):
+    catalog, first, ids = scored
+    again = run_score(catalog.root.url, CONFIG)
+    assert again.counts["scored"] == 0 and again.counts["decode_error"] == 2  # broken files retried
+    assert again.duplicate_groups == 1
+    assert _row(catalog, ids["red"])["rejection_reasons"] == "duplicate"
+
+
+def test_bad_where_and_remote_weights_refused_before_anything_runs(tmp_path):
+    catalog = Catalog(CorpusRoot.open(tmp_path / "r", create=True))
+    add_clips(catalog, SPECS[:1])
+    with pytest.raises(ValueError, match="Columns of clips_v"):
+        run_score(catalog.root.url, ScoreConfig(runner=LOCAL, where="no_such_column > 1"))
+    with pytest.raises(ValueError, match="never downloaded"):
+        run_score(catalog.root.url, ScoreConfig(runner=LOCAL, clip_pretrained="openai"))
+    assert catalog.query("SELECT count(*) AS n FROM jobs")["n"][0].as_py() == 0
+
+
+def test_cli_score_then_sql(tmp_path):
+    from pipelines.cli import app
+    catalog = Catalog(CorpusRoot.open(tmp_path / "r", create=True))
+    add_clips(catalog, SPECS[:2])
+    runner = CliRunner()
+    out = runner.invoke(app, ["score", "--root", catalog.root.url, "--runner", "local", "--threads", "1",
+                              "--negative-prompt", "a black screen"])
+    assert out.exit_code == 0, out.output
+    assert "2 scored" in out.output
+    columns = catalog.query("DESCRIBE clips_v")["column_name"].to_pylist()
+    assert "neg_black_screen" in columns and "neg_static_noise" not in columns
