@@ -25,7 +25,7 @@ NEMO_PER_CPU = 17.5 / 128
 
 
 def measure(name: str, src: str, cfg: IngestConfig, cpus: int) -> str:
-    root = tempfile.mkdtemp(prefix=f"vidcorpus-ingestbench-{name}-")
+    root = tempfile.mkdtemp(prefix="vidcorpus-ingestbench-root-")
     r = run_ingest([src], root, cfg)
     per_cpu = r.clips / r.wall_s / cpus
     vh_per_core_h = (r.seconds_in / 3600) / (r.wall_s * cpus / 3600)

@@ -104,7 +104,6 @@ class TrainClipConfig:
     seed: int = 0
     log_every: int = 50
     threads: int | None = None  # torch intra-op threads; 1 is fastest on a busy small machine
-    hard_batch_fraction: float = 0.5  # batches of look-alike clips (see _Batches)
 
     def __post_init__(self) -> None:
         check_local_weights(self.pretrained)
@@ -138,7 +137,7 @@ def train_clip(frames: np.ndarray, texts: list[list[str]], config: TrainClipConf
     model, tokenizer = create_clip(config.model, config.pretrained)
     size = image_size(model)
     assert frames.shape[2] == size, f"frames are {frames.shape[2]}px, {config.model} wants {size}px"
-    batches = _Batches(texts, tokenizer, colour_layout(frames), config.seed, config.hard_batch_fraction)
+    batches = _Batches(texts, tokenizer, config.seed)
     pixels = torch.from_numpy(np.ascontiguousarray(frames))  # (N, F, S, S, 3) uint8
     optimizer, schedule = _optimizer(model, config)
     result = _fit(model, pixels, batches, optimizer, schedule, config, on_log)
@@ -147,46 +146,25 @@ def train_clip(frames: np.ndarray, texts: list[list[str]], config: TrainClipConf
 
 
 class _Batches:
-    """Pre-tokenised captions and batch composition (distinct clips within a batch).
+    """Pre-tokenised captions and the epoch order of clips (distinct clips within a batch)."""
 
-    A ``hard_fraction`` of batches are hard: a random clip and its nearest neighbours by a
-    coarse colour layout (mean colour of a 4x4 grid), so that clips in the batch share their
-    background and the loss can only fall by telling apart what differs — the objects. The
-    rest walk through shuffled epochs.
-    """
-
-    def __init__(self, texts: list[list[str]], tokenizer, layout: np.ndarray, seed: int,
-                 hard_fraction: float):
+    def __init__(self, texts: list[list[str]], tokenizer, seed: int):
         unique = sorted({t for clip in texts for t in clip})
         where = {t: i for i, t in enumerate(unique)}
         self.tokens = tokenizer(unique)  # (n_unique, context_length)
         self.choices = [np.array([where[t] for t in clip]) for clip in texts]
-        self.layout = layout  # (N, L) standardised colour layouts
-        self.hard_fraction = hard_fraction
         self.rng = np.random.default_rng(seed)
         self.order: list[int] = []
 
     def draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(clip indices, caption rows) of the next batch."""
+        """(clip indices, caption rows) of the next batch: a random caption of each clip."""
         batch_size = min(batch_size, len(self.choices))
-        if self.rng.random() < self.hard_fraction:
-            anchor = self.layout[self.rng.integers(len(self.layout))]
-            clips = np.argsort(((self.layout - anchor) ** 2).sum(axis=1))[:batch_size]
-        else:
-            if len(self.order) < batch_size:
-                self.order = self.rng.permutation(len(self.choices)).tolist()
-            clips = np.array(self.order[:batch_size])
-            del self.order[:batch_size]
+        if len(self.order) < batch_size:
+            self.order = self.rng.permutation(len(self.choices)).tolist()
+        clips = np.array(self.order[:batch_size])
+        del self.order[:batch_size]
         texts = np.array([self.rng.choice(self.choices[i]) for i in clips])
         return clips, texts
-
-
-def colour_layout(frames: np.ndarray, grid: int = 4) -> np.ndarray:
-    """(N, grid*grid*3) standardised mean colours of a grid over each clip's frames (N, F, S, S, 3)."""
-    n, f, s = frames.shape[:3]
-    cells = frames[:, :, : s - s % grid, : s - s % grid].reshape(n, f, grid, s // grid, grid, s // grid, 3)
-    layout = cells.mean(axis=(1, 3, 5), dtype=np.float32).reshape(n, -1)  # (N, grid*grid*3)
-    return (layout - layout.mean(axis=0)) / (layout.std(axis=0) + 1e-6)
 
 
 def _optimizer(model, config: TrainClipConfig):

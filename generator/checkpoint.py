@@ -34,8 +34,8 @@ def _write_pointer(directory: Path, target: str) -> None:
     os.replace(tmp, directory / LATEST)
 
 
-def save_checkpoint(run_dir: str | Path, ckpt: dict[str, Any], keep: int = 2) -> Path:
-    """Write `ckpt` (holds "step"), point the run's and its parent's `latest` at it, prune old ones."""
+def save_checkpoint(run_dir: str | Path, ckpt: dict[str, Any], keep: int = 2, parent_pointer: bool = True) -> Path:
+    """Write `ckpt` (holds "step"), point the run's (and its parent's) `latest` at it, prune old ones."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(run_dir, ckpt["step"])
@@ -43,7 +43,8 @@ def save_checkpoint(run_dir: str | Path, ckpt: dict[str, Any], keep: int = 2) ->
     torch.save(ckpt, tmp)
     os.replace(tmp, path)
     _write_pointer(run_dir, path.name)
-    _write_pointer(run_dir.parent, run_dir.name)
+    if parent_pointer:
+        _write_pointer(run_dir.parent, run_dir.name)
     if keep > 0:
         for old in sorted(run_dir.glob("ckpt-step*.pt"))[:-keep]:
             old.unlink()

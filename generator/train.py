@@ -15,6 +15,11 @@ step, per-rank RNG states and data positions, resolved config, the autoencoder a
 specs, the null caption) with `latest` pointers (`generator.checkpoint`); ROOT/runs/<run_id>/
 metrics.jsonl (loss, tokens/s, padding fraction, MFU on GPU) and config.json.
 
+Data: clips are decoded and encoded by the loader (in `data.num_workers` processes, or in this
+process on the training device), or read as precomputed `latent.npy` / `text.npy` members:
+`generator.precompute.precompute_for_training(config)` writes them once, which is much faster
+whenever the autoencoder is more than a pixel passthrough.
+
 Resume (`resume=True`) continues the newest run (or `run_id`) from its latest checkpoint; the
 architecture, data and optimisation settings come from the checkpoint, only the budget
 (steps / minutes), logging and paths from the new config. Same number of ranks and loader

@@ -8,7 +8,7 @@ Each step takes `batch_size` clips from the shards (shuffled, endless), decodes
 (`max_pixels`) and cuts a random `crop_size` square; the VAE is fully convolutional, so it
 then encodes clips of any size. At the end the latent scale/shift are fitted on a few batches
 (normalised latents ~ N(0, 1)) and the checkpoint is written to ROOT/models/vae/<run_id>/
-(`latest` pointers; load it with `generator.vae.load_autoencoder(path)`); metrics go to
+or `out` (`latest` pointers; load it with `generator.vae.load_autoencoder(path)`); metrics go to
 ROOT/runs/<run_id>/metrics.jsonl. Single process: the tiny VAE trains in minutes on a CPU.
 """
 
@@ -55,6 +55,7 @@ class VAETrainConfig:
     log_every: int = 10
     stats_batches: int = 4
     run_id: str | None = None
+    out: str | None = None          # run directory (default ROOT/models/vae/<run_id>, which `latest` tracks)
     device: str = "auto"
     cpu_threads: int | None = None  # torch intra-op threads (1 is fastest on a busy shared CPU)
     progress: bool = True
@@ -131,5 +132,6 @@ def train_vae(cfg: VAETrainConfig) -> VAETrainResult:
     log.info("train-vae %s: %d steps, L1 %.4f, latent mean %.3f std %.3f", run_id, step, recon, mean, std)
     ckpt = {"model": vae.state_dict(), "model_config": vae.config_dict(), "optimizer": optimizer.state_dict(),
             "step": step, "run_id": run_id, "config": asdict(cfg), "latent_stats": {"mean": mean, "std": std}}
-    path = save_checkpoint(Path(cfg.root) / "models" / "vae" / run_id, ckpt, keep=1)
+    run_dir = Path(cfg.out) if cfg.out else Path(cfg.root) / "models" / "vae" / run_id
+    path = save_checkpoint(run_dir, ckpt, keep=1, parent_pointer=cfg.out is None)
     return VAETrainResult(run_id, step, path, time.time() - t0, recon)

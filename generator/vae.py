@@ -21,7 +21,7 @@ only (tests check encode(video)[:, :, :1] == encode(video[:, :, :1])). A strided
 (kernel 3, stride 2, two frames of left padding) maps 1 + 2k frames to 1 + k; upsampling repeats
 each latent frame twice and drops the first copy (1 + k -> 1 + 2k). Down/upsampling and the latent
 bottleneck have parameter-free shortcuts (average pooling / nearest copies, channel averaging /
-repeating; residual autoencoding as in DC-AE), and with `pixel_shortcut` the latent starts out as
+repeating; residual autoencoding as in DC-AE), and with `pixel_shortcut` the latent starts out near
 the pooled pixels, so a small VAE learns to reconstruct in minutes on a CPU.
 
 `load_autoencoder("pixel" | "pixel:4" | VAE checkpoint or run dir | diffusers dir | spec dict)`
@@ -297,8 +297,8 @@ class CausalVAE(Autoencoder):
     """Causal 3D-conv VAE with a diagonal Gaussian posterior (KL + L1 reconstruction loss).
 
     With `pixel_shortcut` the first 3 latent channels also carry the causally average-pooled
-    pixels, and the decoder adds their nearest copies to its output: at init the VAE is already
-    the `pixel` passthrough at its compression, and training learns the detail on top.
+    pixels and the decoder adds their nearest copies to its output (its last conv starts at
+    zero), so training starts near the `pixel` passthrough and learns the detail on top.
     """
 
     def __init__(self, config: VAEConfig):
@@ -306,6 +306,9 @@ class CausalVAE(Autoencoder):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        if config.pixel_shortcut:                   # start as the exact pixel passthrough on output
+            nn.init.zeros_(self.decoder.layers[-1].conv.weight)
+            nn.init.zeros_(self.decoder.layers[-1].conv.bias)
 
     def posterior(self, video: Tensor) -> tuple[Tensor, Tensor]:
         """video (B, 3, T, H, W) -> mean, logvar: (B, C, t, h, w) each (input padded as needed)."""

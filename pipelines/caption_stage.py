@@ -169,7 +169,8 @@ def clips_to_caption(catalog, where: str | None, source: str) -> tuple[list[dict
         f"cap AS (SELECT DISTINCT clip_id FROM captions WHERE source = '{src}') "
         f"SELECT c.clip_id, c.uri, (cap.clip_id IS NOT NULL) AS done FROM c "
         f"LEFT JOIN cap ON cap.clip_id = c.clip_id ORDER BY c.clip_id").to_pylist()
-    todo = [{"clip_id": r["clip_id"], "uri": r["uri"]} for r in rows if not r["done"]]
+    # clips.uri is relative to the corpus root; workers get a path they can open
+    todo = [{"clip_id": r["clip_id"], "uri": catalog.root.join(r["uri"])} for r in rows if not r["done"]]
     return todo, len(rows) - len(todo)
 
 

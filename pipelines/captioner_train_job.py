@@ -64,7 +64,8 @@ def catalog_items(catalog, where: str | None, source: str) -> list[CaptionItem]:
         f"WITH c AS (SELECT clip_id, uri FROM clips_v WHERE {cond}) "
         f"SELECT c.clip_id, c.uri, cap.text FROM c JOIN captions cap USING (clip_id) "
         f"WHERE cap.source = '{src}' AND cap.text IS NOT NULL ORDER BY c.clip_id").to_pylist()
-    return [CaptionItem(r["uri"], r["text"], clip_id=r["clip_id"]) for r in rows]
+    # clips.uri is relative to the corpus root
+    return [CaptionItem(catalog.root.join(r["uri"]), r["text"], clip_id=r["clip_id"]) for r in rows]
 
 
 def shard_items(root, dataset: str, source: str, media_dir: Path) -> list[CaptionItem]:

@@ -32,7 +32,8 @@ def train_vae_cmd(
         batch_size: int = typer.Option(4, "--batch-size", min=1, help="Crops per step."),
         crop_size: int = typer.Option(32, "--crop-size", min=8, help="Square crop side, pixels."),
         crop_frames: int = typer.Option(9, "--crop-frames", min=1, help="Frames per crop (1 + k*4)."),
-        out: Optional[str] = typer.Option(None, "--out", "-o", help="Run id (checkpoints in ROOT/models/vae/<id>)."),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default ROOT/models/vae/<run>)."),
+        run_id: Optional[str] = typer.Option(None, "--run-id", help="Run name (default vae-<time>)."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads.")) -> None:
     """Train the causal video VAE on a shard dataset; writes ROOT/models/vae/<run>/ with `latest` pointers."""
     from generator.train_vae import VAETrainConfig, train_vae
@@ -40,7 +41,7 @@ def train_vae_cmd(
     try:
         cfg = VAETrainConfig(root=root, dataset=dataset, model=config, steps=steps, minutes=minutes,
                              batch_size=batch_size, crop_size=crop_size, crop_frames=crop_frames,
-                             run_id=out, cpu_threads=threads)
+                             run_id=run_id, out=out, cpu_threads=threads)
         result = train_vae(cfg)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))

@@ -53,3 +53,16 @@ def test_refuses_weights_that_would_download_and_unknown_models():
         ClipScorer(ClipScorerConfig("ViT-Nope")).load()
     with pytest.raises(RuntimeError, match="load"):
         ClipScorer().encode_texts(["x"])
+
+
+def test_bf16_autocast_path_matches_fp32():
+    """The GPU path (bf16 autocast) exercised on the CPU: same directions within bf16 precision."""
+    frames = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    fp32 = ClipScorer(ClipScorerConfig(threads=1)).load()
+    bf16 = ClipScorer(ClipScorerConfig(precision="amp_bf16", threads=1))
+    bf16.load()
+    bf16.model.load_state_dict(fp32.model.state_dict())
+    assert bf16.precision == "amp_bf16"
+    a, b = fp32.encode_frames(frames), bf16.encode_frames(frames)
+    assert b.dtype == np.float32 and np.all(np.sum(a * b, axis=1) > 0.99)

@@ -5,6 +5,8 @@ import torch
 
 from generator.text import TextConfig, TextEncoder, load_text_encoder
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # fast and bit-exact on a busy shared CPU
+
 COLOURS = ("blue", "green", "white", "gray", "yellow", "purple", "brown")
 
 

@@ -9,6 +9,8 @@ from generator.registry import create_model
 from generator.train_vae import VAETrainConfig, train_vae
 from generator.vae import CausalVAE, PixelAutoencoder, load_autoencoder
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # fast and bit-exact on a busy shared CPU
+
 TINY = dict(channels=(8, 8, 8, 8), groups=4)
 
 
@@ -29,7 +31,7 @@ def test_latent_frames_are_one_plus_ceil_of_the_rest_over_four(frames, latent_fr
     assert vae.decode(z, size=(frames, 20, 37)).shape == (1, 3, frames, 20, 37)
 
 
-def test_encoder_is_causal_and_an_image_is_a_one_frame_video(one_thread):
+def test_encoder_is_causal_and_an_image_is_a_one_frame_video():
     vae = tiny_vae()
     video = torch.rand(2, 3, 9, 16, 16) * 2 - 1
     with torch.no_grad():
@@ -43,7 +45,7 @@ def test_encoder_is_causal_and_an_image_is_a_one_frame_video(one_thread):
     assert not torch.allclose(changed_future[:, :, 2], z[:, :, 2])
 
 
-def test_vae_learns_to_reconstruct(one_thread):
+def test_vae_learns_to_reconstruct():
     vae = tiny_vae().train()
     video = torch.zeros(2, 3, 5, 16, 16)
     video[0, 0], video[1, 2] = 0.8, -0.6                         # two flat colours
@@ -70,7 +72,7 @@ def test_pixel_passthrough_round_trips_block_images():
     assert isinstance(load_autoencoder(ae.spec()), PixelAutoencoder)
 
 
-def test_train_vae_writes_a_loadable_checkpoint(root, one_thread):
+def test_train_vae_writes_a_loadable_checkpoint(root):
     result = train_vae(VAETrainConfig(root=str(root), dataset="toy", model_overrides=TINY, steps=3,
                                       batch_size=2, crop_frames=5, crop_size=16, max_pixels=32 * 32,
                                       stats_batches=1, progress=False, cpu_threads=1))
