@@ -21,7 +21,7 @@ class _Frozen(BaseModel):
 
 
 class VisionConfig(_Frozen):
-    """The open_clip vision tower applied to each of ``frames`` frames."""
+    """The open_clip vision tower (ViT or CLIP ResNet) applied to each of ``frames`` frames."""
 
     model: str = "inline"  # an open_clip model name, "local-dir:/path", or "inline" (open_clip_cfg)
     pretrained: Optional[str] = None  # local weights: open_clip checkpoint or vidcorpus CLIP ckpt
@@ -29,6 +29,8 @@ class VisionConfig(_Frozen):
     embed_dim: int = 128  # open_clip's joint embedding size (unused by the captioner's tokens)
     trainable: bool = True
     frames: int = Field(8, ge=1, le=64)  # K frames sampled per clip (segment centres)
+    input: Literal["rgb", "rgb_silhouette"] = "rgb"  # what the tower sees (see captioner_model)
+    token_layer: int = Field(2, ge=0, le=4)  # ModifiedResNet block whose feature map gives tokens
 
     @model_validator(mode="after")
     def _inline_needs_cfg(self):

@@ -26,7 +26,16 @@ def _frames(b: int, model: VideoCaptioner) -> torch.Tensor:
     return torch.randint(0, 256, (b, model.n_frames, 3, *model.image_size), dtype=torch.uint8)
 
 
-def test_forward_shapes(model):
+@pytest.fixture(scope="module")
+def tiny_resnet() -> VideoCaptioner:
+    torch.manual_seed(0)
+    return VideoCaptioner(load_config("tiny"), vocab_size=300).eval()
+
+
+@pytest.mark.parametrize("which", ["model", "tiny_resnet"])
+def test_forward_shapes(which, request):
+    """Both tower kinds: a ViT (patch tokens) and CLIP's ResNet (a feature-map grid)."""
+    model = request.getfixturevalue(which)
     b, t = 3, 7
     frames = _frames(b, model)
     ids = torch.randint(3, 300, (b, t))

@@ -1,0 +1,126 @@
+"""The temporal resampler: learned queries cross-attending over the patch tokens of K frames.
+
+Every token of every frame enters with what it is and where and when it is:
+
+    x = proj(LN(token)) + proj(LN(token) − frame mean)      content and frame contrast
+      + MLP([patch mean RGB, frame median RGB])               colour skip from the pixels
+      + time_embed[frame] + patch_embed[position]             sinusoidal at init, then learned
+
+Queries attend over [all K·P tokens, queries] (Flamingo's Perceiver resampler). Half of the
+heads start with a saliency bias on their logits (``scale_h · z``, ``z`` the z-scored pixel
+deviation of the patch from its frame's median colour): from the first step they look at what
+stands out from the background — the objects — while the other heads start uniform
+(background, camera). Scales are learned, so the prior fades where it does not help.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+EMBED_SCALE = 0.25  # sinusoidal time/position embeddings at init: present, not dominant
+
+
+def sincos_embedding(n: int, width: int) -> torch.Tensor:
+    """(n, width) sinusoidal embedding: non-zero from the start, so order is visible at step 0."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(0, width, 2, dtype=torch.float32) / width)
+    emb = torch.zeros(n, width)
+    emb[:, 0::2] = torch.sin(pos * freqs)
+    emb[:, 1::2] = torch.cos(pos * freqs[: width // 2])
+    return emb
+
+
+def sincos_2d(grid: tuple[int, int], width: int) -> torch.Tensor:
+    """(gh·gw, width) position embedding: half the channels encode the row, half the column."""
+    gh, gw = grid
+    rows = sincos_embedding(gh, width // 2)[:, None, :].expand(gh, gw, -1)  # (gh, gw, W/2)
+    cols = sincos_embedding(gw, width - width // 2)[None, :, :].expand(gh, gw, -1)  # (gh, gw, W/2)
+    return torch.cat([rows, cols], dim=-1).flatten(0, 1)  # (gh·gw, W)
+
+
+def pixel_statistics(pixels: torch.Tensor, stride: int) -> tuple[torch.Tensor, ...]:
+    """Per patch of ``stride`` pixels: saliency and mean RGB; per frame: median RGB.
+
+    ``pixels`` (N, 3, H, W) in [0, 1] → saliency (N, P), patch RGB (N, P, 3), median (N, 3).
+    """
+    median = pixels.flatten(2).median(dim=2).values  # (N, 3)
+    deviation = (pixels - median[..., None, None]).abs().sum(dim=1, keepdim=True)  # (N, 1, H, W)
+    saliency = F.avg_pool2d(deviation, stride).flatten(1)  # (N, P)
+    rgb = F.avg_pool2d(pixels, stride).flatten(2).transpose(1, 2)  # (N, P, 3)
+    return saliency, rgb, median
+
+
+class ResamplerLayer(nn.Module):
+    """Queries attend over [media tokens, queries], then an MLP; ``bias`` shifts media logits."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm_media = nn.LayerNorm(width)
+        self.norm_q = nn.LayerNorm(width)
+        self.to_q = nn.Linear(width, width)
+        self.to_kv = nn.Linear(width, 2 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm_mlp = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, L, W / H)
+
+    def forward(self, q: torch.Tensor, media: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        # q: (B, Q, W); media: (B, N, W); bias: (B, H, 1, N)
+        qn = self.norm_q(q)  # (B, Q, W)
+        kv = torch.cat([self.norm_media(media), qn], dim=1)  # (B, N + Q, W)
+        k, v = self.to_kv(kv).chunk(2, dim=-1)  # (B, N + Q, W) each
+        mask = F.pad(bias, (0, q.shape[1])).expand(-1, -1, q.shape[1], -1)  # (B, H, Q, N + Q)
+        out = F.scaled_dot_product_attention(self._split(self.to_q(qn)), self._split(k),
+                                             self._split(v), attn_mask=mask.to(q.dtype))  # (B, H, Q, W/H)
+        q = q + self.proj(out.transpose(1, 2).flatten(2))  # (B, Q, W)
+        return q + self.mlp(self.norm_mlp(q))  # (B, Q, W)
+
+
+class TemporalResampler(nn.Module):
+    """K frames of patch tokens → Q latent tokens (see the module docstring)."""
+
+    def __init__(self, in_width: int, width: int, queries: int, layers: int, heads: int,
+                 max_frames: int, grid: tuple[int, int], saliency_init: float = 3.0):
+        super().__init__()
+        self.max_frames = max_frames
+        self.token_norm = nn.LayerNorm(in_width)
+        self.input_proj = nn.Linear(in_width, width)
+        self.contrast_proj = nn.Linear(in_width, width)
+        self.colour_mlp = nn.Sequential(nn.Linear(6, width), nn.GELU(), nn.Linear(width, width))
+        self.time_embed = nn.Parameter(EMBED_SCALE * sincos_embedding(max_frames, width))
+        self.patch_embed = nn.Parameter(EMBED_SCALE * sincos_2d(grid, width))
+        self.queries = nn.Parameter(0.02 * torch.randn(queries, width))
+        salient_heads = (torch.arange(heads) < (heads + 1) // 2).float()
+        self.saliency_scale = nn.Parameter(saliency_init * salient_heads.repeat(layers, 1))
+        self.layers = nn.ModuleList(ResamplerLayer(width, heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+
+    def embed(self, tokens: torch.Tensor, rgb: torch.Tensor, median: torch.Tensor) -> torch.Tensor:
+        """Media tokens (B, K·P, W) from tokens (B, K, P, Wv), patch RGB (B, K, P, 3), median (B, K, 3)."""
+        k, p = tokens.shape[1:3]
+        tokens = self.token_norm(tokens)  # (B, K, P, Wv)
+        contrast = tokens - tokens.mean(dim=2, keepdim=True)  # (B, K, P, Wv)
+        colour = torch.cat([rgb, median[:, :, None].expand(-1, -1, p, -1)], dim=-1)  # (B, K, P, 6)
+        colour = self.colour_mlp((colour - 0.5) / 0.25)  # (B, K, P, W)
+        x = self.input_proj(tokens) + self.contrast_proj(contrast) + colour
+        x = x + self.time_embed[:k, None, :] + self.patch_embed[None, :p, :]  # (B, K, P, W)
+        return x.flatten(1, 2)  # (B, K·P, W)
+
+    def forward(self, tokens: torch.Tensor, saliency: torch.Tensor, rgb: torch.Tensor,
+                median: torch.Tensor) -> torch.Tensor:
+        b, k, p, _ = tokens.shape  # tokens: (B, K, P, Wv); saliency: (B, K, P)
+        assert k <= self.max_frames, f"{k} frames > resampler.max_frames {self.max_frames}"
+        x = self.embed(tokens, rgb, median)  # (B, K·P, W)
+        z = saliency.flatten(1)  # (B, K·P)
+        z = ((z - z.mean(1, keepdim=True)) / (z.std(1, keepdim=True) + 1e-6)).clamp(-3, 6)
+        q = self.queries.expand(b, -1, -1)  # (B, Q, W)
+        for layer, scale in zip(self.layers, self.saliency_scale):
+            q = layer(q, x, scale[None, :, None, None] * z[:, None, None, :])  # (B, Q, W)
+        return self.norm(q)  # (B, Q, W)
