@@ -39,7 +39,7 @@ def load_training_set(catalog, size: int, where: str | None = None,
                list(DISTINCT cap.text ORDER BY cap.text) AS texts
         FROM clips_v c JOIN captions cap ON cap.clip_id = c.clip_id
         WHERE NOT c.rejected AND cap.text IS NOT NULL AND length(cap.text) > 0 {source_sql}
-          AND ({where or 'TRUE'})
+          AND c.clip_id IN (SELECT clip_id FROM clips_v WHERE ({where or 'TRUE'}))
         GROUP BY c.clip_id ORDER BY c.clip_id {f'LIMIT {int(max_clips)}' if max_clips else ''}""")
     config = FrameConfig(n_frames=frames_per_clip, size=size)
     ids, frames, texts, skipped = [], [], [], 0

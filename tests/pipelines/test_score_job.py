@@ -122,3 +122,27 @@ def test_cli_score_then_sql(tmp_path):
     assert "2 scored" in out.output
     columns = catalog.query("DESCRIBE clips_v")["column_name"].to_pylist()
     assert "neg_black_screen" in columns and "neg_static_noise" not in columns
+
+
+def test_ray_runner_gives_the_same_scores_as_local(tmp_path):
+    """The same stages on a real Ray (frames as tasks, CLIP as an actor pool) as in-process."""
+    import torch
+    from captioner.clip_model import TINY, create_clip
+    weights = tmp_path / "tiny.pt"
+    torch.save(create_clip(TINY)[0].state_dict(), weights)  # both runs load the same weights
+    scores = {}
+    for kind in ("local", "ray"):
+        catalog = Catalog(CorpusRoot.open(tmp_path / kind, create=True))
+        add_clips(catalog, SPECS[:3])
+        config = CONFIG.model_copy(update={"runner": RunnerConfig(kind=kind, num_cpus=2),
+                                           "clip_pretrained": str(weights)})
+        result = run_score(catalog.root.url, config)
+        assert result.counts["scored"] == 3
+        scores[kind] = catalog.query("SELECT clip_id, motion, clip_text, neg_static_noise FROM clips_v "
+                                     "ORDER BY clip_id").to_pylist()
+    import ray
+    ray.shutdown()
+    assert [r["clip_id"] for r in scores["ray"]] == [r["clip_id"] for r in scores["local"]]
+    for ray_row, local_row in zip(scores["ray"], scores["local"]):
+        for name in ("motion", "clip_text", "neg_static_noise"):
+            assert ray_row[name] == pytest.approx(local_row[name], abs=1e-5, rel=1e-4)
