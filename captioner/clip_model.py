@@ -50,13 +50,20 @@ def check_local_weights(pretrained: str | None) -> None:
 
 
 def create_clip(name: str, pretrained: str | None = None, device: str = "cpu"):
-    """An open_clip model and its tokenizer; random init when ``pretrained`` is None."""
+    """An open_clip model and its tokenizer; random init when ``pretrained`` is None.
+
+    The random init is seeded (seed 0, the global RNG untouched), so every worker of a job —
+    and every job — gets the same random model: ``@random-init`` scores are reproducible.
+    """
     import open_clip
+    import torch
     register_configs()
     check_local_weights(pretrained)
     if name not in open_clip.list_models():
         raise ValueError(f"unknown CLIP model {name!r}; known: {', '.join(open_clip.list_models())}")
-    model = open_clip.create_model(name, pretrained=pretrained, device=device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = open_clip.create_model(name, pretrained=pretrained, device=device)
     return model, open_clip.get_tokenizer(name)
 
 

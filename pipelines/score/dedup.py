@@ -30,10 +30,43 @@ class DedupConfig:
     threshold: float = 0.95  # cosine of video embeddings at or above which clips are duplicates
     keep_order: str = DEFAULT_KEEP_ORDER  # SQL ORDER BY over clips_v; the first clip is kept
     block: int = 4096  # rows per matrix product
+    max_drop_fraction: float = 0.5  # refuse to drop more than this share of the clips (see check_spread)
 
     def __post_init__(self) -> None:
-        if not -1.0 <= self.threshold <= 1.0 or self.block < 1:
-            raise ValueError(f"dedup threshold must be a cosine in [-1, 1] and block >= 1, got {self}")
+        if not -1.0 <= self.threshold <= 1.0 or self.block < 1 or not 0 < self.max_drop_fraction <= 1:
+            raise ValueError("dedup threshold must be a cosine in [-1, 1], block >= 1 and "
+                             f"max_drop_fraction in (0, 1], got {self}")
+
+
+def typical_cosine(emb: np.ndarray, sample: int = 2048, seed: int = 0) -> float:
+    """Median cosine between distinct clips of a random sample: how similar *unrelated* clips look.
+
+    A trained model spreads clips out (median well below any duplicate threshold); an untrained
+    or collapsed one maps everything to nearly the same direction, and every clip would look like
+    a near-duplicate of every other.
+    """
+    if len(emb) < 2:
+        return 0.0
+    idx = np.random.default_rng(seed).permutation(len(emb))[:sample]
+    sub = np.ascontiguousarray(emb[idx], np.float32)
+    sims = sub @ sub.T
+    return float(np.median(sims[np.triu_indices(len(sub), k=1)]))
+
+
+def degenerate_reason(emb: np.ndarray, groups: list["DuplicateGroup"], config: DedupConfig) -> str | None:
+    """Why the groups must not be applied (the embedding space is collapsed), or None."""
+    n = len(emb)
+    typical = typical_cosine(emb)
+    dropped = sum(len(g.dropped) for g in groups)
+    if n >= 3 and typical >= config.threshold:
+        return (f"unrelated clips have median cosine {typical:.3f} >= threshold {config.threshold}: "
+                "the CLIP model does not separate clips (untrained or collapsed); use trained "
+                "weights (--clip-pretrained, or vidcorpus train-clip) or raise --dedup-threshold")
+    if n >= 3 and dropped > config.max_drop_fraction * n:
+        return (f"{dropped} of {n} clips would be dropped as duplicates (> {config.max_drop_fraction:.0%}; "
+                f"median cosine of unrelated clips {typical:.3f}); check the CLIP weights or raise "
+                "--dedup-threshold")
+    return None
 
 
 @dataclass

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.ingest.config import RunnerConfig
 from pipelines.jobs_record import JobRecord, new_job_id
 from pipelines.score import records
-from pipelines.score.dedup import DEFAULT_KEEP_ORDER, DedupConfig, find_groups, keep_ranks, load_embeddings
+from pipelines.score.dedup import (DEFAULT_KEEP_ORDER, DedupConfig, degenerate_reason, find_groups,
+                                   keep_ranks, load_embeddings)
 from pipelines.score.filters import Funnel, Rule, clips_v_columns, load_rules, run_funnel, validate_rules
 from pipelines.score.stages import (
     DEFAULT_NEGATIVE_PROMPTS, ClipScoreConfig, ClipScoreStage, DecodeFramesStage, FrameStatsStage,
@@ -59,11 +60,13 @@ class ScoreResult:
     counts: Counter = field(default_factory=Counter)
     duplicate_groups: int = 0
     duplicates_rejected: int = 0
+    dedup_skipped: str | None = None  # why dedup was not applied (a collapsed embedding space)
     wall_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         return {"model": self.model, "counts": dict(self.counts), "wall_s": self.wall_s,
-                "duplicate_groups": self.duplicate_groups, "duplicates_rejected": self.duplicates_rejected}
+                "duplicate_groups": self.duplicate_groups, "duplicates_rejected": self.duplicates_rejected,
+                "dedup_skipped": self.dedup_skipped}
 
     def text(self) -> str:
         n = sum(self.counts.values())
@@ -71,7 +74,8 @@ class ScoreResult:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()) if k != "scored") or "none"
         lines = [f"score job {self.job_id} ({self.model}): {self.wall_s:.1f}s",
                  f"  clips: {n} in, {self.counts['scored']} scored ({rate:.2f} clips/s); rejected: {errors}",
-                 f"  near-duplicates: {self.duplicate_groups} groups, {self.duplicates_rejected} rejected"]
+                 f"  near-duplicates: {self.duplicate_groups} groups, {self.duplicates_rejected} rejected"
+                 if not self.dedup_skipped else f"  near-duplicates: SKIPPED — {self.dedup_skipped}"]
         lines += [f"  stage {s.name}: in {s.n_in}, kept {s.kept}, dropped {s.dropped or '{}'}, "
                   f"busy {s.busy_s:.1f}s" for s in self.stages]
         return "\n".join(lines)
@@ -151,6 +155,11 @@ def _dedup(catalog, config: ScoreConfig, tag: str, job_id: str, result: ScoreRes
     dedup = DedupConfig(config.dedup_threshold, config.dedup_keep)
     clip_ids, emb = load_embeddings(catalog, tag)
     groups = find_groups(clip_ids, emb, keep_ranks(catalog, dedup.keep_order), dedup) if clip_ids else []
+    reason = degenerate_reason(emb, groups, dedup) if clip_ids else None
+    if reason:  # refuse to mass-reject: leave the previous dedup state as it is
+        log.warning("dedup skipped: %s", reason)
+        result.dedup_skipped = reason
+        return
     records.write_dedup(catalog, groups, job_id, dedup.threshold)
     result.duplicate_groups = len(groups)
     result.duplicates_rejected = sum(len(g.dropped) for g in groups)

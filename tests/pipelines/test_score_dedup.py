@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.score.dedup import (
-    DedupConfig, connected_components, find_groups, group_id, near_duplicate_pairs,
+    DedupConfig, connected_components, degenerate_reason, find_groups, group_id, near_duplicate_pairs,
+    typical_cosine,
 )
 
 
@@ -37,3 +38,22 @@ def test_groups_keep_lowest_rank_and_ids_follow_the_kept_clip():
     assert [(g.kept, sorted(c for c, _ in g.dropped)) for g in groups] == [("a2", ["a1"]), ("c3", ["c1", "c2"])]
     assert groups[0].group_id == group_id("a2") < 2 ** 48
     assert all(cos >= 0.99 for g in groups for _, cos in g.dropped)
+
+
+def test_a_collapsed_embedding_space_is_refused_not_applied():
+    """An untrained CLIP maps every clip to almost one direction; dedup must not reject them all."""
+    rng = np.random.default_rng(0)
+    config = DedupConfig(threshold=0.95)
+    spread = rng.normal(size=(60, 32)).astype(np.float32)
+    spread[1] = spread[0] + 0.01 * rng.normal(size=32)  # one real duplicate pair
+    spread /= np.linalg.norm(spread, axis=1, keepdims=True)
+    ids = [f"c{i:02d}" for i in range(60)]
+    groups = find_groups(ids, spread, {}, config)
+    assert [g.members for g in groups] == [["c00", "c01"]]
+    assert degenerate_reason(spread, groups, config) is None
+    collapsed = np.ones((60, 32), np.float32) + 0.05 * rng.normal(size=(60, 32)).astype(np.float32)
+    collapsed /= np.linalg.norm(collapsed, axis=1, keepdims=True)
+    assert typical_cosine(collapsed) > 0.95
+    groups = find_groups(ids, collapsed, {}, config)
+    assert sum(len(g.dropped) for g in groups) == 59  # what would happen without the guard
+    assert "does not separate clips" in degenerate_reason(collapsed, groups, config)

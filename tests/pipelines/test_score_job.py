@@ -146,3 +146,16 @@ def test_ray_runner_gives_the_same_scores_as_local(tmp_path):
     for ray_row, local_row in zip(scores["ray"], scores["local"]):
         for name in ("motion", "clip_text", "neg_static_noise"):
             assert ray_row[name] == pytest.approx(local_row[name], abs=1e-5, rel=1e-4)
+
+
+def test_random_init_clip_is_the_same_in_every_process():
+    """Workers without weights must agree, or an actor pool would score with different models."""
+    import torch
+    from captioner.clip_model import TINY, create_clip
+    torch.manual_seed(123)
+    a = create_clip(TINY)[0].state_dict()
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    b = create_clip(TINY)[0].state_dict()
+    assert torch.equal(after, torch.rand(1)), "creating a model must not consume the global RNG"
+    assert all(torch.equal(a[k], b[k]) for k in a)
