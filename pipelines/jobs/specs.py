@@ -163,3 +163,18 @@ register_kind("ingest", spec="pipelines.jobspec:IngestJobSpec", run="pipelines.j
 register_kind("caption", spec="pipelines.caption_stage:CaptionJobConfig",
               run="pipelines.caption_stage:run_caption_job",
               doc="Dense re-captioning with a trained captioner checkpoint or a teacher VLM.")
+register_kind("score", spec="pipelines.jobs.kinds:ScoreJobSpec", run="pipelines.jobs.kinds:run_score_job",
+              doc="Score clips with CLIP (embeddings, clip_text, defects, motion) and remove near-duplicates.")
+register_kind("filter", spec="pipelines.jobs.kinds:FilterJobSpec", run="pipelines.jobs.kinds:run_filter_job",
+              check="pipelines.jobs.kinds:check_filter",
+              doc="Apply named SQL rules over clips_v and record the funnel.")
+register_kind("dataset", spec="pipelines.jobs.kinds:DatasetJobSpec", run="pipelines.jobs.kinds:run_dataset_job",
+              doc="Write the clips a SQL selection picks as WebDataset shards.")
+register_kind("train-clip", spec="pipelines.jobs.kinds:TrainClipJobSpec",
+              run="pipelines.jobs.kinds:run_train_clip_job",
+              doc="Fit or fine-tune an open_clip model on captioned clips.")
+register_kind("train-captioner", spec="pipelines.captioner_train_job:TrainJobConfig",
+              run="pipelines.jobs.kinds:run_train_captioner_job",
+              doc="Train the video captioner on clips with reference captions.")
+register_kind("train-dit", spec="pipelines.jobs.kinds:TrainDitJobSpec", run="pipelines.jobs.kinds:run_train_dit_job",
+              doc="Train the text-to-video DiT on a dataset's shards.")

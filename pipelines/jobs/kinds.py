@@ -1,0 +1,250 @@
+"""Job specs and run functions of the long-running commands besides ingest and caption.
+
+Each ``kind:`` mirrors its CLI command's options (same names, same defaults), so a command line
+becomes a YAML spec by turning ``--clip-pretrained X`` into ``clip_pretrained: X``::
+
+    kind: train-clip
+    root: /data/corpus
+    out: /data/corpus/models/clip-tiny/clip.pt
+    steps: 400
+
+Jobs whose library function does not record itself (dataset, train-clip, train-captioner and
+train-dit) are wrapped in a ``JobRecord``: a ``running`` row in the catalog's ``jobs``
+table, then ``succeeded`` with the summary or ``failed`` with the traceback.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.score.dedup import DEFAULT_KEEP_ORDER
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    root: str = ""
+
+
+def _recorded(spec: _Spec, kind: str, job_id: str, fn: Callable[[], tuple[dict[str, Any], str]]) -> str:
+    """Run ``fn`` (→ (summary, text)) under a JobRecord of ``kind``; returns the text."""
+    from pipelines.jobs_record import JobRecord
+    from storage import Catalog, CorpusRoot
+    catalog = Catalog(CorpusRoot.open(spec.root))
+    record = JobRecord(catalog, job_id, kind, {"kind": kind, **spec.model_dump(mode="json")})
+    try:
+        summary, text = fn()
+    except Exception:
+        record.fail([], traceback.format_exc())
+        raise
+    record.finish([], summary, text)
+    return text
+
+
+# ------------------------------------------------------------------------------------ score
+class ScoreJobSpec(_Spec):
+    """``kind: score`` — the ``vidcorpus score`` options (see ``ScoreConfig``)."""
+
+    kind: Literal["score"] = "score"
+    clip_model: str = "vidcorpus-clip-tiny"
+    clip_pretrained: Optional[str] = None
+    device: Optional[str] = None
+    n_frames: int = Field(8, ge=1, le=64)
+    negative_prompts: Optional[list[str]] = None
+    dedup_threshold: float = Field(0.95, ge=-1, le=1)
+    dedup_keep: str = DEFAULT_KEEP_ORDER
+    where: Optional[str] = None
+    rescore: bool = False
+    clip_actors: int = Field(1, ge=1)
+    threads: Optional[int] = Field(None, ge=1)
+    runner: Literal["ray", "local"] = "ray"
+    address: Optional[str] = None
+
+    def config(self):
+        from pipelines.score.job import ScoreConfig
+        from pipelines.ingest.config import RunnerConfig
+        fields = self.model_dump(exclude={"kind", "root", "runner", "address", "negative_prompts"})
+        if self.negative_prompts:
+            fields["negative_prompts"] = tuple(self.negative_prompts)
+        return ScoreConfig(**fields, runner=RunnerConfig(kind=self.runner, address=self.address))
+
+
+def run_score_job(spec: ScoreJobSpec, job_id: str) -> str:
+    from pipelines.score.job import run_score
+    return run_score(spec.root, spec.config(), job_id=job_id).text()
+
+
+# ----------------------------------------------------------------------------------- filter
+class FilterJobSpec(_Spec):
+    """``kind: filter`` — named SQL rules (a rules YAML, or inline ``name: expression``)."""
+
+    kind: Literal["filter"] = "filter"
+    rules_file: Optional[str] = None  # a rules YAML (default: the built-in rules)
+    rules: Optional[dict[str, str]] = None  # inline rules, applied in the given order
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.rules_file and self.rules:
+            raise ValueError("give `rules_file:` or inline `rules:`, not both")
+        return self
+
+
+def check_filter(spec: FilterJobSpec) -> None:
+    """Inline rules must parse (columns are checked against the catalog when the job runs)."""
+    from pipelines.jobspec import JobSpecError
+    from pipelines.score.filters import RuleError, load_rules
+    try:
+        _rules(spec) if spec.rules else load_rules(spec.rules_file)
+    except (RuleError, OSError) as e:
+        raise JobSpecError(f"filter spec: {e}") from None
+
+
+def _rules(spec: FilterJobSpec):
+    from pipelines.score.filters import Rule
+    return [Rule(name, where) for name, where in spec.rules.items()] if spec.rules else None
+
+
+def run_filter_job(spec: FilterJobSpec, job_id: str) -> str:
+    from pipelines.score.job import run_filter
+    return run_filter(spec.root, _rules(spec), rules_path=spec.rules_file, job_id=job_id).text()
+
+
+# ---------------------------------------------------------------------------------- dataset
+class DatasetJobSpec(_Spec):
+    """``kind: dataset`` — ``vidcorpus dataset create NAME (--where | --sql)``."""
+
+    kind: Literal["dataset"] = "dataset"
+    name: str
+    where: Optional[str] = None
+    sql: Optional[str] = None
+    include_rejected: bool = False
+    max_count: int = Field(10_000, ge=1)
+    max_bytes: int = Field(1_000_000_000, ge=1)
+
+
+def run_dataset_job(spec: DatasetJobSpec, job_id: str) -> str:
+    from pipelines.dataset import DatasetSpec, create_dataset
+    from storage import Catalog, CorpusRoot
+
+    def create():
+        catalog = Catalog(CorpusRoot.open(spec.root))
+        manifest = create_dataset(catalog, DatasetSpec(spec.name, where=spec.where, sql=spec.sql,
+                                                       include_rejected=spec.include_rejected,
+                                                       max_bytes=spec.max_bytes, max_count=spec.max_count))
+        text = (f"dataset {spec.name}: {manifest['n_samples']} samples in {manifest['n_shards']} "
+                f"shard(s), {manifest['total_bytes']} bytes")
+        return {k: manifest[k] for k in ("n_samples", "n_shards", "total_bytes")}, text
+    return _recorded(spec, "dataset", job_id, create)
+
+
+# ------------------------------------------------------------------------------- train-clip
+class TrainClipJobSpec(_Spec):
+    """``kind: train-clip`` — fit or fine-tune an open_clip model on captioned clips."""
+
+    kind: Literal["train-clip"] = "train-clip"
+    out: str
+    where: Optional[str] = None
+    clip_model: str = "vidcorpus-clip-tiny"
+    clip_pretrained: Optional[str] = None
+    caption_sources: list[str] = []
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: Optional[float] = Field(None, gt=0)
+    max_seconds: Optional[float] = Field(None, gt=0)
+    frames_per_clip: int = Field(8, ge=1)
+    seed: int = 0
+    threads: Optional[int] = Field(None, ge=1)
+
+
+def run_train_clip_job(spec: TrainClipJobSpec, job_id: str) -> str:
+    from captioner.clip_model import TrainClipConfig
+    from pipelines.score.train import run_train_clip
+
+    def train():
+        config = TrainClipConfig(model=spec.clip_model, pretrained=spec.clip_pretrained,
+                                 steps=spec.steps, batch_size=spec.batch_size,
+                                 lr=spec.lr or (2e-5 if spec.clip_pretrained else 2e-3),
+                                 max_seconds=spec.max_seconds, seed=spec.seed, threads=spec.threads)
+        r = run_train_clip(spec.root, spec.out, config, where=spec.where,
+                           sources=spec.caption_sources or None, frames_per_clip=spec.frames_per_clip)
+        text = (f"trained {spec.clip_model} for {r.steps} steps in {r.seconds:.1f}s "
+                f"(final loss {r.final_loss:.4f}); checkpoint: {spec.out}")
+        return {"steps": r.steps, "seconds": r.seconds, "final_loss": r.final_loss, "out": spec.out}, text
+    return _recorded(spec, "train-clip", job_id, train)
+
+
+# -------------------------------------------------------------------------- train-captioner
+# kind: train-captioner validates with pipelines.captioner_train_job:TrainJobConfig (its fields
+# are the ``vidcorpus train-captioner`` options).
+
+
+def run_train_captioner_job(spec, job_id: str) -> str:
+    """Run ``kind: train-captioner`` (a ``TrainJobConfig``) under a job record."""
+    from pipelines.captioner_train_job import run_train_job
+
+    def train():
+        r = run_train_job(spec)
+        metrics = {k: v for k, v in r.metrics.items() if isinstance(v, (int, float, str))}
+        text = (f"captioner trained to step {r.step} ({r.train_seconds / 60:.1f} min): "
+                + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in sorted(metrics.items())) + f"; checkpoint {r.checkpoint}")
+        return {"step": r.step, "checkpoint": str(r.checkpoint), "metrics": metrics}, text
+    return _recorded(spec, "train-captioner", job_id, train)
+
+
+# -------------------------------------------------------------------------------- train-dit
+class TrainDitJobSpec(_Spec):
+    """``kind: train-dit`` — the ``vidcorpus train-dit`` options."""
+
+    kind: Literal["train-dit"] = "train-dit"
+    dataset: str
+    config: str = "dit_tiny"
+    vae: str = "pixel"
+    text_model: str = "tiny"
+    text_checkpoint: Optional[str] = None
+    text_hf: Optional[str] = None
+    minutes: Optional[float] = Field(None, gt=0)
+    steps: Optional[int] = Field(None, ge=1)
+    token_budget: int = Field(1024, ge=16)
+    max_pixels: int = Field(64 * 64, ge=64)
+    max_frames: int = Field(17, ge=1)
+    workers: int = Field(0, ge=0)
+    lr: float = Field(3e-4, gt=0)
+    logit_mean: float = 0.0
+    shift_base: int = Field(256, ge=1)
+    run_id: Optional[str] = None
+    resume: bool = False
+    ray_workers: int = Field(0, ge=0)
+    threads: Optional[int] = Field(None, ge=1)
+
+
+def run_train_dit_job(spec: TrainDitJobSpec, job_id: str) -> str:
+    from dataclasses import replace
+
+    from generator.data import DataConfig
+    from generator.flow import FlowConfig
+    from generator.text import TextConfig
+    from generator.train import TrainConfig, train_dit
+
+    def train():
+        text = TextConfig(kind="hf", checkpoint=spec.text_hf) if spec.text_hf else \
+            TextConfig(model=spec.text_model, checkpoint=spec.text_checkpoint)
+        steps = spec.steps if spec.steps or spec.minutes else 1000
+        cfg = TrainConfig(root=spec.root, dataset=spec.dataset, model=spec.config, autoencoder=spec.vae,
+                          text=text, data=DataConfig(token_budget=spec.token_budget, max_pixels=spec.max_pixels,
+                                                     max_frames=spec.max_frames, num_workers=spec.workers),
+                          flow=FlowConfig(logit_mean=spec.logit_mean, base_tokens=spec.shift_base),
+                          steps=steps, minutes=spec.minutes, lr=spec.lr, run_id=spec.run_id,
+                          resume=spec.resume, cpu_threads=spec.threads, progress=False)
+        if spec.ray_workers:
+            from pipelines.train_dit_ray import train_dit_ray
+            r = train_dit_ray(replace(cfg, progress=False), spec.ray_workers)
+            return {"run_id": r.run_id, "checkpoint": str(r.checkpoint)}, \
+                f"Ray Train run {r.run_id} -> {r.checkpoint}"
+        r = train_dit(cfg)
+        loss = r.metrics.get("loss") if r.metrics else None
+        return ({"run_id": r.run_id, "step": r.step, "checkpoint": str(r.checkpoint), "metrics": r.metrics},
+                f"DiT run {r.run_id}: {r.step} steps in {r.seconds / 60:.1f} min"
+                + (f", loss {loss:.4f}" if loss is not None else "") + f" -> {r.checkpoint}")
+    return _recorded(spec, "train-dit", job_id, train)
