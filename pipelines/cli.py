@@ -100,6 +100,40 @@ def ingest(sources: list[str] = typer.Argument(None, help="Directories, globs, t
     typer.echo(result.text(cfg.runner.num_cpus or __import__("os").cpu_count() or 1))
 
 
+captions_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                           help="Bring existing text (alt text, human seed captions) into the captions table.")
+app.add_typer(captions_app, name="captions")
+
+
+@captions_app.command("import")
+def captions_import(file: Path = typer.Argument(..., help="CSV, JSONL or Parquet: `text` plus clip_id, video_id or uri."),
+                    root: str = RootOpt,
+                    source: str = typer.Option("alt-text", "--source", help="alt-text, original (human seed captions) …"),
+                    model: str = typer.Option("import", "--model", help="Where the text came from (free text).")) -> None:
+    """Import captions; text keyed by video (video_id or uri) goes to every clip of that video."""
+    from pipelines.captions_import import CaptionImportError, import_captions
+    try:
+        result = import_captions(open_catalog(root), file, source=source, model=model)
+    except CaptionImportError as e:
+        fail(str(e))
+    typer.echo(result.text(source))
+
+
+@captions_app.command("synth")
+def captions_synth(world: Path = typer.Argument(..., help="A world rendered by `vidcorpus synth`."),
+                   root: str = RootOpt,
+                   seed_fraction: float = typer.Option(0.5, "--seed-fraction", min=0.0, max=1.0,
+                                                       help="Share of videos whose true captions become the 'original' seed set."),
+                   seed: int = typer.Option(0, "--seed")) -> None:
+    """Load a synthetic world's per-shot alt text, and true captions for a seed subset of videos."""
+    from pipelines.synth.match import load_world_captions
+    if not (world / "truth.json").exists():
+        fail(f"{world}: no truth.json; render a world with `vidcorpus synth {world}` first")
+    counts = load_world_captions(open_catalog(root), world, seed_fraction=seed_fraction, seed=seed)
+    typer.echo(f"{counts['alt_text']} alt-text captions; {counts['original']} 'original' seed captions "
+               f"from {counts['seed_videos']} videos")
+
+
 def _register_plugins() -> None:
     """Command groups that live beside their library code register themselves here."""
     import importlib
