@@ -18,6 +18,13 @@ Resuming replays each worker's epoch up to `consumed` without decoding (only the
 waiting in the packer are decoded again) and rotates worker ids so the DataLoader's round robin
 continues where it stopped. The result is the same pack sequence as an uninterrupted run.
 
+Clip plan (`ClipMaker`): frames `start, start + stride, ...`, 1 + k*ct of them (at most
+`max_frames`; None takes the whole clip), downscaled (aspect kept) to at most `max_pixels`, or
+NaViT-style to an area drawn per clip log-uniformly in [`min_pixels`, `max_pixels`] (never
+upscaled); a latent over the token budget is cut in time into pieces of whole latent frames
+(`oversize="split"`). `plan_clip` gives the same plan (frames, size, pieces' token counts) from
+(frames, height, width) alone, with the same draws, to plan or benchmark packing without decoding.
+
 Precomputed members are used when present and `use_precomputed`: `latent.npy` (C, t, h, w) raw
 autoencoder latents (normalised here with the autoencoder's scale/shift) and `text.npy`
 (L, D_text) features of the caption's real tokens (see `generator.precompute`).
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -40,7 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from generator.packing import Clip, PackedBatch, collate, first_fit_decreasing, prepare_clip
+from generator.packing import (
+    Clip, PackedBatch, collate, first_fit_decreasing, kept_tokens, prepare_clip, split_frames)
+from generator.patches import grid_size, latent_size
 from storage.shards import list_shards, read_shards, split_shards
 
 log = logging.getLogger(__name__)
@@ -53,15 +63,24 @@ class DataConfig:
     token_budget: int = 1024        # tokens per pack (per step and rank)
     buffer_size: int = 64           # clips the FFD packer looks at
     min_fill: float = 0.9           # emit bins at least this full (else only the fullest)
-    max_frames: int = 17            # pixel frames per clip, cut to 1 + k * ct
+    max_frames: int | None = 17     # pixel frames per clip, cut to 1 + k * ct (None: the whole clip)
     frame_stride: int = 1           # take every n-th frame
     max_pixels: int = 64 * 64       # downscale frames (aspect kept) to at most this area
+    min_pixels: int | None = None   # NaViT resolution sampling: area log-uniform in [min, max] per clip
     shuffle_buffer: int = 32        # samples
     drop_rate: float = 0.0          # NaViT token dropping
     oversize: str = "split"         # clips over the budget: "split" in time or "error"
     use_precomputed: bool = True    # use latent.npy / text.npy when a sample has them
     num_workers: int = 0
     seed: int = 0
+
+    def __post_init__(self):
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1 or None (the whole clip), got {self.max_frames}")
+        if self.min_pixels is not None and not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(f"min_pixels must be in (0, max_pixels={self.max_pixels}] or None, got {self.min_pixels}")
+        if self.oversize not in ("error", "split"):
+            raise ValueError(f"oversize must be 'error' or 'split', got {self.oversize!r}")
 
 
 # ------------------------------------------------------------------------- frames
@@ -88,6 +107,13 @@ def fit_size(height: int, width: int, max_pixels: int, multiple: int) -> tuple[i
     return h, w
 
 
+def target_pixels(config: DataConfig, rng: np.random.Generator) -> int:
+    """Frame area a clip is downscaled to (at most): `max_pixels`, or drawn NaViT-style per clip."""
+    if config.min_pixels is None:
+        return config.max_pixels
+    return int(math.exp(rng.uniform(math.log(config.min_pixels), math.log(config.max_pixels))))
+
+
 def to_video(frames: np.ndarray, size: tuple[int, int]) -> Tensor:
     """uint8 (T, H, W, 3) -> float (3, T, h, w) in [-1, 1], resized with antialiasing."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()               # (T, 3, H, W)
@@ -99,10 +125,36 @@ def to_video(frames: np.ndarray, size: tuple[int, int]) -> Tensor:
 def frame_plan(n_frames: int, config: DataConfig, ct: int, rng: np.random.Generator) -> tuple[int, int]:
     """(start, count): count = 1 + k*ct frames (as many as fit), start random among valid ones."""
     available = 1 + (n_frames - 1) // config.frame_stride
-    count = min(config.max_frames, available)
+    count = available if config.max_frames is None else min(config.max_frames, available)
     count = 1 + ct * ((count - 1) // ct)
     span = 1 + (count - 1) * config.frame_stride
     return int(rng.integers(0, n_frames - span + 1)), count
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """What `ClipMaker` takes from a clip: `frames` pixel frames at (height, width), cut into pieces."""
+
+    frames: int
+    height: int
+    width: int
+    pieces: list[int]               # tokens of each piece, after token dropping
+
+
+def plan_clip(n_frames: int, height: int, width: int, config: DataConfig, compression: tuple[int, int, int],
+              patch: tuple[int, int, int], rng: np.random.Generator) -> ClipPlan:
+    """The plan `ClipMaker` follows for an (n_frames, height, width) clip, without decoding.
+
+    Draws from `rng` like `ClipMaker.raw_latent` (frame start, then the NaViT area), so the same
+    seed gives the same plan; pieces follow `split_frames`, token counts after dropping.
+    """
+    _, count = frame_plan(n_frames, config, compression[0], rng)
+    h, w = fit_size(height, width, target_pixels(config, rng), compression[1] * patch[1])
+    grid = grid_size(*latent_size(count, h, w, compression), *patch)
+    if config.oversize == "error" and grid.n_tokens > config.token_budget:
+        raise ValueError(f"a clip of {grid.n_tokens} tokens > token_budget {config.token_budget}")
+    lengths = split_frames(grid.nt, grid.nh * grid.nw, config.token_budget)
+    return ClipPlan(count, h, w, [kept_tokens(n * grid.nh * grid.nw, config.drop_rate) for n in lengths])
 
 
 # ------------------------------------------------------------------------- clips
@@ -120,7 +172,7 @@ class ClipMaker:
         start, count = frame_plan(int(sample["json"]["n_frames"]), self.config, self.ae.compression[0], rng)
         frames = decode_frames(sample["mp4"], start, count, self.config.frame_stride)
         multiple = self.ae.compression[1] * self.patch[1]                       # whole patches of latents
-        size = fit_size(frames.shape[1], frames.shape[2], self.config.max_pixels, multiple)
+        size = fit_size(frames.shape[1], frames.shape[2], target_pixels(self.config, rng), multiple)
         video = to_video(frames, size)[None].to(self.ae.scale.device)          # (1, 3, T, h, w)
         return self.ae.encode(video)[0].float().cpu()                          # (C, t, h', w')
 

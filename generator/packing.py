@@ -10,8 +10,10 @@ Bins are filled by first-fit-decreasing (FFD). `pack_clips` packs a finite list;
 packs an endless iterator through a buffer of `buffer_size` clips (what the trainer uses).
 
 Clips larger than the budget: `oversize="error"` (default) raises; `oversize="split"` cuts the
-clip along time into chunks of whole latent frames that fit, each trained as its own clip with
-the same caption and positions restarting at 0 (a single frame larger than the budget raises).
+clip along time into pieces of whole latent frames, each trained as its own clip with the same
+caption and positions restarting at 0 (a single frame larger than the budget raises). Pieces
+take as many frames as fit, so they nearly fill a pack, and the shorter tail piece fills a gap
+in another pack (`split_frames` says the piece lengths without touching a tensor).
 
 NaViT token dropping (`drop_rate`): before packing, each clip keeps a random subset of
 round(N * (1 - rate)) of its tokens (at least one), in order, with their original positions.
@@ -164,31 +166,44 @@ def _emit_full_bins(
     return [[buffer[i] for i in bins[k]] for k in full], [it for i, it in enumerate(buffer) if i not in taken]
 
 
+def kept_tokens(n_tokens: int, rate: float) -> int:
+    """How many of a clip's n_tokens NaViT dropping at `rate` keeps: round(N * (1 - rate)), >= 1."""
+    return n_tokens if rate <= 0.0 else max(1, round(n_tokens * (1.0 - rate)))
+
+
 def drop_tokens(clip: Clip, rate: float, generator: torch.Generator | None = None) -> Clip:
-    """NaViT token dropping: keep a random round(N * (1 - rate)) of the clip's tokens (>= 1)."""
+    """NaViT token dropping: keep a random `kept_tokens(N, rate)` of the clip's tokens, in order."""
     if rate <= 0.0:
         return clip
     assert clip.keep is None and 0.0 <= rate < 1.0, "drop once, with 0 <= rate < 1"
-    n_keep = max(1, round(clip.n_tokens * (1.0 - rate)))
+    n_keep = kept_tokens(clip.n_tokens, rate)
     keep = torch.randperm(clip.n_tokens, generator=generator)[:n_keep].sort().values
     return replace(clip, tokens=clip.tokens[keep.to(clip.tokens.device)], keep=keep)
 
 
+def split_frames(nt: int, frame_tokens: int, budget: int) -> list[int]:
+    """Latent frames of each piece of an nt-frame clip cut to fit `budget`: full pieces, then a tail."""
+    if nt * frame_tokens <= budget:
+        return [nt]
+    if frame_tokens > budget:
+        raise ValueError(f"one latent frame has {frame_tokens} tokens > token_budget {budget}: "
+                         "lower the resolution or raise the budget")
+    step = budget // frame_tokens
+    return [min(step, nt - s) for s in range(0, nt, step)]
+
+
 def split_clip(clip: Clip, budget: int) -> list[Clip]:
-    """Cut a clip along time into chunks of whole latent frames with <= budget tokens each."""
+    """Cut a clip along time into pieces of whole latent frames with <= budget tokens each."""
     nt, nh, nw = clip.grid
     if clip.n_tokens <= budget:
         return [clip]
     assert clip.keep is None, "split before dropping tokens"
-    frame = nh * nw
-    if frame > budget:
-        raise ValueError(f"one latent frame has {frame} tokens > token_budget {budget}: "
-                         "lower the resolution or raise the budget")
-    step = budget // frame
-    frames = clip.tokens.reshape(nt, frame, -1)
-    return [replace(clip, tokens=frames[s:s + step].reshape(-1, frames.shape[-1]),
-                    grid=Grid(min(step, nt - s), nh, nw), key=f"{clip.key}#t{s}")
-            for s in range(0, nt, step)]
+    lengths = split_frames(nt, nh * nw, budget)
+    frames = clip.tokens.reshape(nt, nh * nw, -1)                        # (nt, nh*nw, D_in)
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    return [replace(clip, tokens=frames[s:s + n].reshape(-1, frames.shape[-1]),
+                    grid=Grid(n, nh, nw), key=f"{clip.key}#t{s}")
+            for s, n in zip(starts, lengths)]
 
 
 def prepare_clip(

@@ -11,8 +11,9 @@ Every sample is copied with two new members: `latent.npy` (C, t, h, w) float16 r
 The trainer then skips decoding and encoding (`DataConfig.use_precomputed`, on by default).
 
 What is frozen: the frame choice (first `max_frames` frames, 1 + k*ct, from a start drawn per
-clip key), the resolution (`max_pixels`) and the autoencoder; the manifest's `extra` records
-them, and the trainer checks channel counts and text width when it reads the members.
+clip key), the resolution (`max_pixels`, or with `min_pixels` one NaViT area drawn per clip key)
+and the autoencoder; the manifest's `extra` records them, and the trainer checks channel counts
+and text width when it reads the members.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def precompute_dataset(src_dir: str | Path, out_dir: str | Path, maker: ClipMake
     source = load_manifest(src_dir)
     extra = {"source": source["dataset"], "latents": maker.ae.spec() if latents else None,
              "text": maker.text.spec()["config"] if text else None,
-             "max_pixels": maker.config.max_pixels, "max_frames": maker.config.max_frames}
+             "max_pixels": maker.config.max_pixels, "min_pixels": maker.config.min_pixels,
+             "max_frames": maker.config.max_frames}
     extra["latents"] = {k: v for k, v in (extra["latents"] or {}).items() if k != "state_dict"} or None
     with ShardWriter(out_dir, Path(out_dir).name, max_count=max_count, extra=extra) as writer:
         for sample in read_shards(src_dir):

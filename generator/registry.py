@@ -2,12 +2,14 @@
 
 A config is a JSON object with a "family" (which builder to use) and that family's fields, e.g.
 `create_model("dit_tiny")`, `create_model("dit_XL", in_channels=16, text_dim=4096)`. Other
-families (the autoencoder) add themselves with `register_family`.
+families (the autoencoder) add themselves with `register_family` when their module is imported;
+`FAMILY_MODULES` names that module, so `create_model("vae_tiny")` imports it on first use.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +30,7 @@ def _build_dit(fields: dict[str, Any]) -> nn.Module:
 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {"dit": _build_dit}
+FAMILY_MODULES = {"vae": "generator.vae", "pixel": "generator.vae"}   # imported on first use
 
 
 def register_family(family: str, builder: Callable[[dict[str, Any]], nn.Module]) -> None:
@@ -57,6 +60,8 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     """Build a model from a resolved config dict (e.g. one stored in a checkpoint)."""
     fields = dict(config)
     family = fields.pop("family", None)
+    if family not in _BUILDERS and family in FAMILY_MODULES:
+        importlib.import_module(FAMILY_MODULES[family])                  # registers the family
     if family not in _BUILDERS:
         raise ValueError(f"config family {family!r} unknown; registered: {sorted(_BUILDERS)}")
     return _BUILDERS[family](fields)

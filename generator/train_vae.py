@@ -45,7 +45,7 @@ class VAETrainConfig:
     model: str = "vae_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     steps: int | None = 500
-    minutes: float | None = None
+    minutes: float | None = None    # wall-time budget, checked after each step (at least one step runs)
     batch_size: int = 4
     crop_frames: int = 9            # frames per crop, 1 + k * ct
     crop_size: int = 32             # square crop side in pixels, a multiple of the spatial compression
@@ -116,7 +116,7 @@ def train_vae(cfg: VAETrainConfig) -> VAETrainResult:
     deadline = t0 + 60 * cfg.minutes if cfg.minutes else None
     bar = tqdm(total=cfg.steps, desc=f"train-vae {run_id}", unit="step", disable=not cfg.progress)
     step, recon = 0, float("nan")
-    while (cfg.steps is None or step < cfg.steps) and (deadline is None or time.time() < deadline):
+    while (cfg.steps is None or step < cfg.steps) and (step == 0 or deadline is None or time.time() < deadline):
         out = vae(next(batches).to(device), generator=gen)
         optimizer.zero_grad(set_to_none=True)
         out.losses["loss"].backward()
