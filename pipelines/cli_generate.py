@@ -61,6 +61,7 @@ def train_dit_cmd(
         steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Stop after N steps (default 1000)."),
         token_budget: int = typer.Option(1024, "--token-budget", min=16, help="Tokens per pack (per step and rank)."),
         max_pixels: int = typer.Option(64 * 64, "--max-pixels", min=64, help="Downscale frames to this area."),
+        min_pixels: Optional[int] = typer.Option(None, "--min-pixels", min=64, help="NaViT-style: draw each clip's area log-uniformly in [min, max] pixels (never upscaled)."),
         max_frames: int = typer.Option(17, "--max-frames", min=1, help="Frames per clip."),
         workers: int = typer.Option(0, "--workers", min=0, help="Data-loader workers per rank."),
         lr: float = typer.Option(3e-4, "--lr", help="AdamW learning rate."),
@@ -80,7 +81,8 @@ def train_dit_cmd(
     try:
         text = TextConfig(kind="hf", checkpoint=text_hf) if text_hf else \
             TextConfig(model=text_model, checkpoint=text_checkpoint)
-        data = DataConfig(token_budget=token_budget, max_pixels=max_pixels, max_frames=max_frames, num_workers=workers)
+        data = DataConfig(token_budget=token_budget, max_pixels=max_pixels, min_pixels=min_pixels,
+                          max_frames=max_frames, num_workers=workers)
         flow = FlowConfig(logit_mean=logit_mean, base_tokens=shift_base)
         cfg = TrainConfig(root=root, dataset=dataset, model=config, autoencoder=vae, text=text, data=data, flow=flow,
                           steps=steps, minutes=minutes, lr=lr, run_id=run_id, resume=resume, cpu_threads=threads)

@@ -208,6 +208,7 @@ class TrainDitJobSpec(_Spec):
     steps: Optional[int] = Field(None, ge=1)
     token_budget: int = Field(1024, ge=16)
     max_pixels: int = Field(64 * 64, ge=64)
+    min_pixels: Optional[int] = Field(None, ge=64)
     max_frames: int = Field(17, ge=1)
     workers: int = Field(0, ge=0)
     lr: float = Field(3e-4, gt=0)
@@ -233,7 +234,7 @@ def run_train_dit_job(spec: TrainDitJobSpec, job_id: str) -> str:
         steps = spec.steps if spec.steps or spec.minutes else 1000
         cfg = TrainConfig(root=spec.root, dataset=spec.dataset, model=spec.config, autoencoder=spec.vae,
                           text=text, data=DataConfig(token_budget=spec.token_budget, max_pixels=spec.max_pixels,
-                                                     max_frames=spec.max_frames, num_workers=spec.workers),
+                                                     min_pixels=spec.min_pixels, max_frames=spec.max_frames, num_workers=spec.workers),
                           flow=FlowConfig(logit_mean=spec.logit_mean, base_tokens=spec.shift_base),
                           steps=steps, minutes=spec.minutes, lr=spec.lr, run_id=spec.run_id,
                           resume=spec.resume, cpu_threads=spec.threads, progress=False)
