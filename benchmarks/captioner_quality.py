@@ -29,6 +29,8 @@ from pipelines.cli_caption import REVERSE_SWAPS, synth_vocabulary  # noqa: E402
 from pipelines.synth import render_world  # noqa: E402
 from pipelines.synth.world import COLORS, SHAPES  # noqa: E402
 
+HFLIP_SWAPS = {"left": "right", "right": "left"}  # mirroring a synthetic shot left-right
+VFLIP_SWAPS = {"up": "down", "down": "up"}  # … and top-bottom (pans stay horizontal)
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Captioner quality (synthetic world)"
 
@@ -73,6 +75,7 @@ def run(args) -> dict:
     test = unseen + seen
     overrides = json.loads(args.override) if args.override else {}
     train_over = {"max_minutes": args.minutes, "reverse_swaps": REVERSE_SWAPS,
+                  "hflip_swaps": HFLIP_SWAPS, "vflip_swaps": VFLIP_SWAPS,
                   "num_threads": args.threads,
                   **overrides.pop("train", {})}
     config = load_config(args.config, train=train_over, **overrides)

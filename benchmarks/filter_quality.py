@@ -2,7 +2,9 @@
 
     .venv/bin/python benchmarks/filter_quality.py --videos 200 --seed 2 [--out results.json]
 
-1. render a world (``pipelines.synth.render_world``) and ingest it (local runner);
+1. render a world (``pipelines.synth.render_world``) and ingest it (local runner) into a template
+   root, once; every run starts from a fresh copy of it, so no score, rejection or model of an
+   earlier run (train-clip trains on non-rejected clips only) leaks into this one;
 2. map clips to truth shots (``pipelines.synth.match``) and load alt text + seed captions;
 3. ``train-clip``: a tiny CLIP from scratch on the clips whose id starts with 0-b (75%),
    timed — it must fit in 3 minutes on this 2-core machine;
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from collections import Counter
@@ -37,8 +40,8 @@ def auc(pos: list[float], neg: list[float]) -> float:
     return float((p > n).mean() + 0.5 * (p == n).mean())
 
 
-def build_corpus(args, root: Path, world: Path) -> None:
-    """Render, ingest and caption the world (each step skipped when already done)."""
+def build_corpus(args, template: Path, world: Path, root: Path) -> None:
+    """Render, ingest and caption the world into ``template`` once; ``root`` = a fresh copy of it."""
     from pipelines.ingest.config import IngestConfig, RunnerConfig
     from pipelines.ingest.job import run_ingest
     from pipelines.synth import render_world
@@ -47,11 +50,15 @@ def build_corpus(args, root: Path, world: Path) -> None:
     if not (world / "truth.json").exists():
         render_world(world, n_videos=args.videos, seed=args.seed, duration_s=args.duration,
                      max_side=args.max_side, progress=False)
-    catalog = Catalog(CorpusRoot.open(root, create=True))
-    if not catalog.query("SELECT count(*) AS n FROM clips")["n"][0].as_py():
-        run_ingest([str(world)], str(root), IngestConfig(runner=RunnerConfig(kind="local")))
-    if not catalog.query("SELECT count(*) AS n FROM captions")["n"][0].as_py():
+    ready = template / "READY"
+    if not ready.exists():
+        shutil.rmtree(template, ignore_errors=True)
+        catalog = Catalog(CorpusRoot.open(template, create=True))
+        run_ingest([str(world)], str(template), IngestConfig(runner=RunnerConfig(kind="local")))
         print(load_world_captions(catalog, world, seed_fraction=args.seed_fraction, seed=args.seed))
+        ready.write_text("ingested and captioned\n")
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(template, root, ignore=shutil.ignore_patterns("READY"))
 
 
 def train(args, root: Path) -> dict:
@@ -150,13 +157,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-train-seconds", type=float, default=150.0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--dedup-threshold", type=float, default=0.95)
+    ap.add_argument("--dedup-threshold", type=float, default=0.85)
     ap.add_argument("--work", type=Path, default=Path("/tmp/vidcorpus-filter-quality"))
     ap.add_argument("--out", type=Path, default=None, help="Write the results as JSON here.")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    world, root = args.work / f"world-{args.videos}-{args.seed}", args.work / f"root-{args.videos}-{args.seed}"
-    build_corpus(args, root, world)
+    name = f"{args.videos}-{args.seed}"
+    world, root = args.work / f"world-{name}", args.work / f"root-{name}"
+    build_corpus(args, args.work / f"ingested-{name}", world, root)
     result = {"train": train(args, root), "score": score_and_filter(args, root)}
     result.update(evaluate(root, world))
     print(json.dumps(result, indent=2, default=str))

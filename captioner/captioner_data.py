@@ -3,9 +3,9 @@
 Frames are sampled once per clip at the centres of ``n`` equal segments and squashed to the
 vision tower's square input (object area fractions survive a squash; a centre crop would cut
 objects off). Training samples ``2K`` frames per clip and draws one of each pair, a cheap
-temporal jitter; optional time reversal swaps direction words in the caption
-(``reverse_swaps``, e.g. left↔right, grows↔shrinks) — valid for the synthetic world, not for
-all real video. Every random choice derives from ``(seed, epoch, index)``, so a resumed run sees
+temporal jitter; optional time reversal and horizontal/vertical flips swap direction words in
+the caption (``reverse_swaps``, e.g. left↔right, grows↔shrinks; ``hflip_swaps`` left↔right;
+``vflip_swaps`` up↔down) — valid for the synthetic world, not for all real video. Every random choice derives from ``(seed, epoch, index)``, so a resumed run sees
 exactly the batches an uninterrupted run sees.
 """
 from __future__ import annotations
@@ -150,7 +150,9 @@ class CaptionTrainSet:
     seed: int = 0
     reverse_swaps: dict[str, str] | None = None
     max_shift: int = 0  # random translation of the whole clip, pixels (edges replicated)
-    _ids: dict[tuple[int, bool], list[int]] = field(default_factory=dict, repr=False)
+    hflip_swaps: dict[str, str] | None = None  # mirror left-right with these word swaps
+    vflip_swaps: dict[str, str] | None = None  # mirror top-bottom with these word swaps
+    _ids: dict[tuple, list[int]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -164,7 +166,7 @@ class CaptionTrainSet:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self))
 
     def batch(self, epoch: int, start: int, size: int) -> dict[str, torch.Tensor]:
-        """Batch of clips ``order(epoch)[start:start + size]``, with their jitter and reversal."""
+        """Batch of clips ``order(epoch)[start:start + size]``, with jitter, reversal and flips."""
         picks = self.order(epoch)[start:start + size]
         frames, ids = [], []
         for idx in picks:
@@ -173,14 +175,21 @@ class CaptionTrainSet:
             reverse = bool(self.reverse_swaps) and bool(rng.random() < 0.5)
             clip = self.frames[idx, 2 * np.arange(self.k) + offsets]  # (K, 3, H, W)
             clip = shift_clip(clip, *rng.integers(-self.max_shift, self.max_shift + 1, size=2))
-            frames.append(clip.flip(0) if reverse else clip)
-            ids.append(self._caption_ids(int(idx), reverse))
+            hflip = bool(self.hflip_swaps) and bool(rng.random() < 0.5)
+            vflip = bool(self.vflip_swaps) and bool(rng.random() < 0.5)
+            dims = [d for d, on in ((0, reverse), (3, hflip), (2, vflip)) if on]
+            frames.append(clip.flip(dims) if dims else clip)
+            ids.append(self._caption_ids(int(idx), reverse, hflip, vflip))
         return collate(ids, torch.stack(frames), self.tokenizer.pad_id)
 
-    def _caption_ids(self, idx: int, reverse: bool) -> list[int]:
-        key = (idx, reverse)
+    def _caption_ids(self, idx: int, reverse: bool, hflip: bool = False,
+                     vflip: bool = False) -> list[int]:
+        key = (idx, reverse, hflip, vflip)
         if key not in self._ids:
-            text = swap_words(self.captions[idx], self.reverse_swaps) if reverse else self.captions[idx]
+            text = self.captions[idx]
+            for on, swaps in ((reverse, self.reverse_swaps), (hflip, self.hflip_swaps),
+                              (vflip, self.vflip_swaps)):
+                text = swap_words(text, swaps) if on else text
             self._ids[key] = self.tokenizer.caption_ids(text, self.max_len)
         return self._ids[key]
 

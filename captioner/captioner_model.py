@@ -8,10 +8,17 @@
       → LM on [prefix, bos, caption…, eos] through ``inputs_embeds``; loss on caption tokens only.
 
 ``vision.input`` picks what the tower sees: ``rgb`` (normalised pixels, what pretrained CLIP
-towers expect) or ``rgb_silhouette`` (6 channels: those pixels plus |frame − its median colour|,
-where backgrounds go to zero and objects become colour-independent silhouettes; a tiny tower
-trained from scratch learns shapes from silhouettes in a few hundred steps, from RGB alone it
-barely starts in that time).
+towers expect), ``rgb_silhouette`` (6 channels: those pixels plus |frame − its median colour|)
+or ``silhouette_motion`` (2 colour- and texture-free channels: where the frame differs from its
+median colour by more than a faint texture does, and that mask's change to the next frame).
+A tiny tower trained from scratch on a few hundred clips memorises clips by their colours and
+background textures when it sees them; without them it has to learn shapes and motion. Colour
+reaches the resampler through its pixel-statistics path either way.
+
+``resampler.camera_shift`` S > 0 adds, per frame, the correlation of the background's row and
+column profiles (medians, so objects barely count) with the next frame's at shifts −S…S: how
+the camera moved, which object motion is relative to. It is a fixed, non-learned measurement,
+as optical flow is for two-stream video models.
 
 The LM is any ``transformers`` ``AutoModelForCausalLM``: built from a config dict (tiny GPT-2)
 or loaded from a local directory. Greedy generation is a small batched loop with the LM's KV
@@ -29,6 +36,7 @@ from captioner.towers import FrameEncoder, build_lm
 
 IGNORE = -100  # label of positions without loss (visual prefix, bos, padding)
 SILHOUETTE_GAIN = 4.0  # |frame − median| is mostly small; scale it towards unit range
+SILHOUETTE_FLOOR, SILHOUETTE_RISE = 0.2, 0.2  # Σ|frame − median| over RGB: texture < 0.15 < objects
 
 
 # ------------------------------------------------------------------------- captioner
@@ -47,7 +55,7 @@ class VideoCaptioner(nn.Module):
         r = config.resampler
         self.resampler = TemporalResampler(self.frame_encoder.width, r.width, r.queries, r.layers,
                                            r.heads, r.max_frames, self.frame_encoder.grid,
-                                           r.saliency_init)
+                                           r.saliency_init, camera_curve_width(r.camera_shift))
         self.lm = build_lm(config.lm, vocab_size, load_weights, lm_config)
         self.lm.requires_grad_(config.lm.trainable)
         d = self.lm.get_input_embeddings().embedding_dim
@@ -60,38 +68,51 @@ class VideoCaptioner(nn.Module):
     def n_frames(self) -> int:
         return self.config.vision.frames
 
-    def tower_input(self, pixels: torch.Tensor, median: torch.Tensor) -> torch.Tensor:
-        """What the tower sees: (N, 3, H, W) in [0, 1], medians (N, 3) → (N, 3 or 6, H, W)."""
+    def tower_input(self, pixels: torch.Tensor, median: torch.Tensor, k: int) -> torch.Tensor:
+        """What the tower sees: (N, 3, H, W) in [0, 1] for N = B·K frames, medians (N, 3)
+        → (N, C, H, W), C = 3, 6 or 4 (``vision.input``; see the module docstring)."""
+        kind = self.config.vision.input
+        deviation = pixels - median[..., None, None]  # (N, 3, H, W)
+        if kind == "silhouette_motion":
+            return motion_channels(deviation, k)  # (N, 2, H, W)
         rgb = (pixels - self.pixel_mean) / self.pixel_std  # (N, 3, H, W)
-        if self.config.vision.input == "rgb":
+        if kind == "rgb":
             return rgb
-        silhouette = (pixels - median[..., None, None]).abs() * SILHOUETTE_GAIN  # (N, 3, H, W)
-        return torch.cat([rgb, silhouette], dim=1)  # (N, 6, H, W)
+        return torch.cat([rgb, deviation.abs() * SILHOUETTE_GAIN], dim=1)  # (N, 6, H, W)
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """Visual prefix of ``frames`` (B, K, 3, H, W) uint8 → (B, Q, D)."""
         b, k, c, h, w = frames.shape
         assert (c, h, w) == (3, *self.image_size), f"frames {tuple(frames.shape)} vs {self.image_size}"
         pixels = frames.flatten(0, 1).float() / 255.0  # (B·K, 3, H, W)
-        saliency, rgb, median = pixel_statistics(pixels, self.frame_encoder.stride)  # (B·K, P), (B·K, P, 3), (B·K, 3)
-        tokens = self.frame_encoder(self.tower_input(pixels, median))  # (B·K, P, Wv)
+        # saliency (B·K, P), patch colour (B·K, P, 6), median (B·K, 3)
+        saliency, rgb, median = pixel_statistics(pixels, self.frame_encoder.stride)
+        tokens = self.frame_encoder(self.tower_input(pixels, median, k))  # (B·K, P, Wv)
+        camera = None
+        if self.config.resampler.camera_shift:
+            deviation = pixels - median[..., None, None]  # (B·K, 3, H, W)
+            camera = camera_shift_curves(deviation, k, self.config.resampler.camera_shift)  # (B, K, F)
         latents = self.resampler(tokens.unflatten(0, (b, k)), saliency.unflatten(0, (b, k)),
-                                 rgb.unflatten(0, (b, k)), median.unflatten(0, (b, k)))  # (B, Q, Wr)
+                                 rgb.unflatten(0, (b, k)), median.unflatten(0, (b, k)),
+                                 camera)  # (B, Q, Wr)
         return self.projector(latents)  # (B, Q, D)
 
-    def forward(self, frames: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                target_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, logits): mean cross-entropy over caption tokens; logits (B, Q + T, V).
 
         ``input_ids`` (B, T) are ``[bos, caption…, eos, pad…]``; ``attention_mask`` (B, T) marks
         real ids. Labels follow from them: the caption and eos are predicted, nothing else.
+        ``target_ids`` (B, T), when given, are the labels' ids and ``input_ids`` what the LM reads
+        (word dropout: some caption words replaced, so captions lean on the video).
         """
         prefix = self.encode_video(frames)  # (B, Q, D)
         text = self.lm.get_input_embeddings()(input_ids)  # (B, T, D)
         embeds = torch.cat([prefix, text.to(prefix.dtype)], dim=1)  # (B, Q + T, D)
         mask = torch.cat([attention_mask.new_ones(prefix.shape[:2]), attention_mask], dim=1)
         logits = self.lm(inputs_embeds=embeds, attention_mask=mask).logits  # (B, Q + T, V)
-        labels = caption_labels(input_ids, attention_mask, prefix.shape[1])  # (B, Q + T)
+        targets = input_ids if target_ids is None else target_ids
+        labels = caption_labels(targets, attention_mask, prefix.shape[1])  # (B, Q + T)
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                ignore_index=IGNORE)
         return loss, logits
@@ -117,6 +138,54 @@ class VideoCaptioner(nn.Module):
             out = self.lm(input_ids=nxt[:, None], past_key_values=out.past_key_values,
                           use_cache=True)  # logits: (B, 1, V)
         return torch.stack(tokens, dim=1)  # (B, T_gen)
+
+
+def motion_channels(deviation: torch.Tensor, k: int) -> torch.Tensor:
+    """Colour- and texture-free tower input from ``deviation`` (B·K, 3, H, W), frames minus medians.
+
+    Channels: silhouette (Σ|deviation| over RGB ramped from SILHOUETTE_FLOOR over
+    SILHOUETTE_RISE to 1: objects, not the faint background texture) and its change to the next
+    frame of the same clip (the last frame repeats the change before it). → (B·K, 2, H, W).
+    """
+    silhouette = deviation.abs().sum(1, keepdim=True)  # (N, 1, H, W)
+    silhouette = ((silhouette - SILHOUETTE_FLOOR) / SILHOUETTE_RISE).clamp(0.0, 1.0)
+    change = _next_frame_change(silhouette.unflatten(0, (-1, k))).flatten(0, 1)  # (N, 1, H, W)
+    return torch.cat([2.0 * silhouette - 0.5, 2.0 * change], dim=1)  # (N, 2, H, W)
+
+
+def _next_frame_change(x: torch.Tensor) -> torch.Tensor:
+    """x[:, t + 1] − x[:, t] along dim 1 (B, K, …), the last step repeated; zeros for K = 1."""
+    if x.shape[1] == 1:
+        return torch.zeros_like(x)
+    change = x[:, 1:] - x[:, :-1]  # (B, K - 1, …)
+    return torch.cat([change, change[:, -1:]], dim=1)  # (B, K, …)
+
+
+def camera_curve_width(max_shift: int) -> int:
+    """Features per frame of :func:`camera_shift_curves` (0: no camera curves)."""
+    return 2 * (2 * max_shift + 1) if max_shift else 0
+
+
+def camera_shift_curves(deviation: torch.Tensor, k: int, max_shift: int) -> torch.Tensor:
+    """How the background moves from each frame to the next: (B·K, 3, H, W) → (B, K, 2·(2S+1)).
+
+    The luminance's column profile (median over rows) and row profile (median over columns)
+    are normalised and correlated with the next frame's at shifts −S…S (S = ``max_shift``).
+    """
+    lum = deviation.mean(1)  # (N, H, W)
+    curves = []
+    for profile in (lum.median(dim=1).values, lum.median(dim=2).values):  # (N, W), (N, H)
+        profile = profile - profile.mean(1, keepdim=True)
+        profile = profile / (profile.norm(dim=1, keepdim=True) + 1e-4)  # (N, L)
+        profile = profile.unflatten(0, (-1, k))  # (B, K, L)
+        nxt = torch.cat([profile[:, 1:], profile[:, -1:]], dim=1) if k > 1 else profile
+        padded = F.pad(nxt, (max_shift, max_shift))  # (B, K, L + 2S)
+        windows = padded.unfold(2, profile.shape[2], 1)  # (B, K, 2S + 1, L)
+        curves.append((windows * profile[:, :, None, :]).sum(-1))  # (B, K, 2S + 1)
+    out = torch.cat(curves, dim=-1)  # (B, K, 2·(2S+1))
+    if k > 1:
+        out = torch.cat([out[:, :-1], out[:, -2:-1]], dim=1)  # the last frame: the change before it
+    return out
 
 
 def caption_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -129,7 +129,8 @@ class CaptionerTrainer:
         self.train_set = CaptionTrainSet(
             load_frames([it.path for it in train_items], 2 * k, size, progress),
             [it.caption for it in train_items], self.tokenizer, self.config.tokenizer.max_len,
-            self.tc.seed, self.tc.reverse_swaps, self.tc.max_shift)
+            self.tc.seed, self.tc.reverse_swaps, self.tc.max_shift, self.tc.hflip_swaps,
+            self.tc.vflip_swaps)
         self.val_items = val_items
         self.val_frames = load_frames([it.path for it in val_items], k, size, progress)
         self.val_truths = [_truth(it, vocabulary) for it in val_items]
@@ -185,6 +186,8 @@ class CaptionerTrainer:
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> float:
         batch = {k: v.to(self.device) for k, v in batch.items()}
+        if self.tc.word_dropout > 0:
+            batch = self._drop_words(batch)
         with autocast(self.device):
             loss, _ = self.model(**batch)
         loss.backward()
@@ -193,6 +196,15 @@ class CaptionerTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         return float(loss.detach())
+
+    def _drop_words(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The LM reads pad for a ``word_dropout`` fraction of caption tokens (not bos); the
+        labels keep the real ids. Draws from torch's RNG, which checkpoints carry."""
+        ids = batch["input_ids"]  # (B, T)
+        drop = torch.rand(ids.shape, device=ids.device) < self.tc.word_dropout
+        drop[:, 0] = False
+        return {**batch, "target_ids": ids,
+                "input_ids": ids.masked_fill(drop & batch["attention_mask"].bool(), self.tokenizer.pad_id)}
 
     # ---------------------------------------------------------------- eval and save
     def _evaluate(self, t0: float, final: bool) -> tuple[dict[str, Any], list[str]]:

@@ -29,7 +29,7 @@ class VisionConfig(_Frozen):
     embed_dim: int = 128  # open_clip's joint embedding size (unused by the captioner's tokens)
     trainable: bool = True
     frames: int = Field(8, ge=1, le=64)  # K frames sampled per clip (segment centres)
-    input: Literal["rgb", "rgb_silhouette"] = "rgb"  # what the tower sees (see captioner_model)
+    input: Literal["rgb", "rgb_silhouette", "silhouette_motion"] = "rgb"  # see captioner_model
     token_layer: int = Field(2, ge=0, le=4)  # ModifiedResNet block whose feature map gives tokens
 
     @model_validator(mode="after")
@@ -49,6 +49,7 @@ class ResamplerConfig(_Frozen):
     width: int = Field(128, ge=8)
     max_frames: int = Field(64, ge=1)
     saliency_init: float = 3.0  # initial saliency-bias scale of half the heads (0: plain attention)
+    camera_shift: int = Field(0, ge=0)  # > 0: per-frame background-shift curves at ±this many px
 
 
 class LMConfig(_Frozen):
@@ -89,7 +90,10 @@ class TrainConfig(_Frozen):
     keep_checkpoints: int = 2
     seed: int = 0
     reverse_swaps: Optional[dict[str, str]] = None  # time-reversal augmentation: word swaps
+    hflip_swaps: Optional[dict[str, str]] = None  # horizontal-flip augmentation: word swaps
+    vflip_swaps: Optional[dict[str, str]] = None  # vertical-flip augmentation: word swaps
     max_shift: int = Field(0, ge=0)  # translation augmentation, pixels at the model's input size
+    word_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # caption tokens the LM reads as pad
     num_threads: Optional[int] = None  # torch CPU threads
 
 

@@ -3,8 +3,9 @@
 Every token of every frame enters with what it is and where and when it is:
 
     x = proj(LN(token)) + proj(LN(token) − frame mean)      content and frame contrast
-      + MLP([patch mean RGB, frame median RGB])               colour skip from the pixels
+      + MLP([patch mean and foreground RGB, frame median RGB]) colour skip from the pixels
       + time_embed[frame] + patch_embed[position]             sinusoidal at init, then learned
+      + MLP(camera shift curves of the frame)                 when ``camera_dim`` > 0
 
 Queries attend over [all K·P tokens, queries] (Flamingo's Perceiver resampler). Half of the
 heads start with a saliency bias on their logits (``scale_h · z``, ``z`` the z-scored pixel
@@ -43,15 +44,21 @@ def sincos_2d(grid: tuple[int, int], width: int) -> torch.Tensor:
 
 
 def pixel_statistics(pixels: torch.Tensor, stride: int) -> tuple[torch.Tensor, ...]:
-    """Per patch of ``stride`` pixels: saliency and mean RGB; per frame: median RGB.
+    """Per patch of ``stride`` pixels: saliency and colour; per frame: median RGB.
 
-    ``pixels`` (N, 3, H, W) in [0, 1] → saliency (N, P), patch RGB (N, P, 3), median (N, 3).
+    ``pixels`` (N, 3, H, W) in [0, 1] → saliency (N, P), patch colour (N, P, 6), median (N, 3).
+    Patch colour is the mean RGB and the foreground RGB (pixels weighted by their squared
+    deviation from the median: the colour of a small object inside the patch, not a blend).
+    The median is taken over 4×4-pixel means (16× fewer values, the same background colour).
     """
-    median = pixels.flatten(2).median(dim=2).values  # (N, 3)
+    pooled = F.avg_pool2d(pixels, 4) if min(pixels.shape[-2:]) >= 16 else pixels  # (N, 3, H/4, W/4)
+    median = pooled.flatten(2).median(dim=2).values  # (N, 3)
     deviation = (pixels - median[..., None, None]).abs().sum(dim=1, keepdim=True)  # (N, 1, H, W)
     saliency = F.avg_pool2d(deviation, stride).flatten(1)  # (N, P)
-    rgb = F.avg_pool2d(pixels, stride).flatten(2).transpose(1, 2)  # (N, P, 3)
-    return saliency, rgb, median
+    weight = deviation.square() + 1e-6  # (N, 1, H, W)
+    foreground = F.avg_pool2d(weight * pixels, stride) / F.avg_pool2d(weight, stride)  # (N, 3, gh, gw)
+    colour = torch.cat([F.avg_pool2d(pixels, stride), foreground], dim=1)  # (N, 6, gh, gw)
+    return saliency, colour.flatten(2).transpose(1, 2), median
 
 
 class ResamplerLayer(nn.Module):
@@ -87,13 +94,16 @@ class TemporalResampler(nn.Module):
     """K frames of patch tokens → Q latent tokens (see the module docstring)."""
 
     def __init__(self, in_width: int, width: int, queries: int, layers: int, heads: int,
-                 max_frames: int, grid: tuple[int, int], saliency_init: float = 3.0):
+                 max_frames: int, grid: tuple[int, int], saliency_init: float = 3.0,
+                 camera_dim: int = 0):
         super().__init__()
         self.max_frames = max_frames
         self.token_norm = nn.LayerNorm(in_width)
         self.input_proj = nn.Linear(in_width, width)
         self.contrast_proj = nn.Linear(in_width, width)
-        self.colour_mlp = nn.Sequential(nn.Linear(6, width), nn.GELU(), nn.Linear(width, width))
+        self.colour_mlp = nn.Sequential(nn.Linear(9, width), nn.GELU(), nn.Linear(width, width))
+        self.camera_mlp = (nn.Sequential(nn.Linear(camera_dim, width), nn.GELU(), nn.Linear(width, width))
+                           if camera_dim else None)
         self.time_embed = nn.Parameter(EMBED_SCALE * sincos_embedding(max_frames, width))
         self.patch_embed = nn.Parameter(EMBED_SCALE * sincos_2d(grid, width))
         self.queries = nn.Parameter(0.02 * torch.randn(queries, width))
@@ -102,22 +112,27 @@ class TemporalResampler(nn.Module):
         self.layers = nn.ModuleList(ResamplerLayer(width, heads) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
 
-    def embed(self, tokens: torch.Tensor, rgb: torch.Tensor, median: torch.Tensor) -> torch.Tensor:
-        """Media tokens (B, K·P, W) from tokens (B, K, P, Wv), patch RGB (B, K, P, 3), median (B, K, 3)."""
+    def embed(self, tokens: torch.Tensor, rgb: torch.Tensor, median: torch.Tensor,
+              camera: torch.Tensor | None = None) -> torch.Tensor:
+        """Media tokens (B, K·P, W) from tokens (B, K, P, Wv), patch colour (B, K, P, 6), median
+        (B, K, 3) and camera-shift curves (B, K, F)."""
         k, p = tokens.shape[1:3]
         tokens = self.token_norm(tokens)  # (B, K, P, Wv)
         contrast = tokens - tokens.mean(dim=2, keepdim=True)  # (B, K, P, Wv)
-        colour = torch.cat([rgb, median[:, :, None].expand(-1, -1, p, -1)], dim=-1)  # (B, K, P, 6)
+        colour = torch.cat([rgb, median[:, :, None].expand(-1, -1, p, -1)], dim=-1)  # (B, K, P, 9)
         colour = self.colour_mlp((colour - 0.5) / 0.25)  # (B, K, P, W)
         x = self.input_proj(tokens) + self.contrast_proj(contrast) + colour
         x = x + self.time_embed[:k, None, :] + self.patch_embed[None, :p, :]  # (B, K, P, W)
+        if self.camera_mlp is not None:
+            x = x + self.camera_mlp(4.0 * camera)[:, :, None, :]  # (B, K, P, W)
         return x.flatten(1, 2)  # (B, K·P, W)
 
     def forward(self, tokens: torch.Tensor, saliency: torch.Tensor, rgb: torch.Tensor,
-                median: torch.Tensor) -> torch.Tensor:
+                median: torch.Tensor, camera: torch.Tensor | None = None) -> torch.Tensor:
         b, k, p, _ = tokens.shape  # tokens: (B, K, P, Wv); saliency: (B, K, P)
         assert k <= self.max_frames, f"{k} frames > resampler.max_frames {self.max_frames}"
-        x = self.embed(tokens, rgb, median)  # (B, K·P, W)
+        assert (camera is None) == (self.camera_mlp is None), "camera curves iff camera_dim > 0"
+        x = self.embed(tokens, rgb, median, camera)  # (B, K·P, W)
         z = saliency.flatten(1)  # (B, K·P)
         z = ((z - z.mean(1, keepdim=True)) / (z.std(1, keepdim=True) + 1e-6)).clamp(-3, 6)
         q = self.queries.expand(b, -1, -1)  # (B, Q, W)

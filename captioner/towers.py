@@ -65,11 +65,16 @@ def load_vision_weights(visual: nn.Module, path: str) -> None:
     visual.load_state_dict(visual_state, strict=True)
 
 
-def widen_stem(conv: nn.Conv2d, in_channels: int, zero_new: bool) -> nn.Conv2d:
-    """``conv`` taking ``in_channels`` inputs: its RGB filters kept, the new inputs' filters
-    freshly initialised (or zero, so a pretrained tower starts out unchanged)."""
+INPUT_CHANNELS = {"rgb": 3, "rgb_silhouette": 6, "silhouette_motion": 2}
+
+
+def widen_stem(conv: nn.Conv2d, in_channels: int, zero_new: bool, keep_rgb: bool = True) -> nn.Conv2d:
+    """``conv`` taking ``in_channels`` inputs: its RGB filters kept (``keep_rgb``), the new
+    inputs' filters freshly initialised (or zero, so a pretrained tower starts out unchanged)."""
     wide = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                      bias=conv.bias is not None)
+    if not keep_rgb:
+        return wide
     with torch.no_grad():
         wide.weight[:, : conv.in_channels] = conv.weight
         if zero_new:
@@ -82,7 +87,8 @@ def widen_stem(conv: nn.Conv2d, in_channels: int, zero_new: bool) -> nn.Conv2d:
 class FrameEncoder(nn.Module):
     """Frames (N, C_in, H, W) → patch tokens (N, P, C) from an open_clip ViT or ModifiedResNet.
 
-    ``vision.input == "rgb_silhouette"`` widens the tower's first convolution to 6 inputs.
+    ``vision.input`` ``rgb_silhouette`` widens the tower's first convolution to 6 inputs (RGB
+    filters kept); ``silhouette_motion`` gives it a fresh 2-input convolution (no RGB to keep).
     """
 
     def __init__(self, cfg: VisionConfig, load_weights: bool = True):
@@ -104,9 +110,12 @@ class FrameEncoder(nn.Module):
         else:
             raise ValueError(f"vision.model {cfg.model!r}: the captioner needs an open_clip "
                              "VisionTransformer or ModifiedResNet tower (timm towers give no tokens)")
-        self.in_channels = 6 if cfg.input == "rgb_silhouette" else 3
-        if self.in_channels != 3:
+        self.in_channels = INPUT_CHANNELS[cfg.input]
+        if cfg.input == "rgb_silhouette":
             self.tower.conv1 = widen_stem(self.tower.conv1, self.in_channels, zero_new=bool(cfg.pretrained))
+        elif cfg.input == "silhouette_motion":
+            self.tower.conv1 = widen_stem(self.tower.conv1, self.in_channels, zero_new=False,
+                                          keep_rgb=False)
         with torch.no_grad():
             self.tower.eval()
             fmap = self._feature_map(torch.zeros(1, self.in_channels, *self.image_size))

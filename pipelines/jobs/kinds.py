@@ -232,9 +232,10 @@ def run_train_dit_job(spec: TrainDitJobSpec, job_id: str) -> str:
         text = TextConfig(kind="hf", checkpoint=spec.text_hf) if spec.text_hf else \
             TextConfig(model=spec.text_model, checkpoint=spec.text_checkpoint)
         steps = spec.steps if spec.steps or spec.minutes else 1000
+        data = DataConfig(token_budget=spec.token_budget, max_pixels=spec.max_pixels, min_pixels=spec.min_pixels,
+                          max_frames=spec.max_frames, num_workers=spec.workers)
         cfg = TrainConfig(root=spec.root, dataset=spec.dataset, model=spec.config, autoencoder=spec.vae,
-                          text=text, data=DataConfig(token_budget=spec.token_budget, max_pixels=spec.max_pixels,
-                                                     min_pixels=spec.min_pixels, max_frames=spec.max_frames, num_workers=spec.workers),
+                          text=text, data=data,
                           flow=FlowConfig(logit_mean=spec.logit_mean, base_tokens=spec.shift_base),
                           steps=steps, minutes=spec.minutes, lr=spec.lr, run_id=spec.run_id,
                           resume=spec.resume, cpu_threads=spec.threads, progress=False)

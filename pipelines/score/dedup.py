@@ -1,5 +1,14 @@
 """Near-duplicate groups from clip embeddings, keeping the best clip of each group.
 
+Two signals decide together: the CLIP video embedding (what the clip shows) and the pixel
+signature (``frames.pixel_signature``: where the colours are). Each is a unit vector; their
+concatenation scaled by 1/sqrt(2) (``combine_signals``) has as dot product the MEAN of the two
+cosines, and ``threshold`` applies to that mean. CLIP alone calls two different red balls on
+blue "duplicates" as soon as the model is weak or the content is simple; pixels alone miss a
+re-encode that changed the framing. Needing both to be high on average keeps precision
+without a model-specific cosine. Clips without a pixel signature count with CLIP alone at half
+weight, so they need an exact CLIP match to reach any threshold above 0.5.
+
 Pairs come from blockwise matrix products of the normalised embeddings (``block`` rows at a
 time against all rows: O(N^2 D) arithmetic in BLAS, O(block x N) memory, no Python loop over
 pairs); groups are the connected components of the pairs at cosine >= ``threshold``
@@ -21,13 +30,14 @@ import pyarrow as pa
 
 DEFAULT_KEEP_ORDER = "width * height DESC, created_at, video_id, start_s, clip_id"
 DEDUP_STAGE = "dedup"
+SIGNATURE_MODEL = "pixels-16x16-v1"  # embeddings.model of the pixel signatures
 
 
 @dataclass(frozen=True)
 class DedupConfig:
     """When two clips are near-duplicates and which of a group is kept."""
 
-    threshold: float = 0.95  # cosine of video embeddings at or above which clips are duplicates
+    threshold: float = 0.85  # mean of CLIP and pixel-signature cosines at or above which clips are duplicates
     keep_order: str = DEFAULT_KEEP_ORDER  # SQL ORDER BY over clips_v; the first clip is kept
     block: int = 4096  # rows per matrix product
     max_drop_fraction: float = 0.5  # refuse to drop more than this share of the clips (see check_spread)
@@ -135,6 +145,27 @@ def find_groups(clip_ids: list[str], emb: np.ndarray, rank: dict[str, int],
         groups.append(DuplicateGroup(group_id(clip_ids[kept]), clip_ids[kept],
                                      [(clip_ids[i], float(c)) for i, c in zip(order[1:], cosines)]))
     return sorted(groups, key=lambda g: g.kept)
+
+
+def combine_signals(clip_emb: np.ndarray, signatures: np.ndarray) -> np.ndarray:
+    """(N, D + P) rows whose dot product is the mean of the CLIP and the signature cosines.
+
+    ``clip_emb`` (N, D) and ``signatures`` (N, P) hold unit rows (a zero signature row: no
+    layout, e.g. a black clip, which then matches nothing through pixels).
+    """
+    assert len(clip_emb) == len(signatures), f"{len(clip_emb)} embeddings vs {len(signatures)} signatures"
+    return np.concatenate([clip_emb, signatures], axis=1).astype(np.float32) / np.sqrt(2.0)
+
+
+def load_signatures(catalog, clip_ids: list[str]) -> np.ndarray:
+    """Pixel signatures (N, P) of ``clip_ids`` in that order; zeros for a clip without one."""
+    ids, vectors = load_embeddings(catalog, SIGNATURE_MODEL)
+    where = {c: i for i, c in enumerate(ids)}
+    out = np.zeros((len(clip_ids), vectors.shape[1] if len(ids) else 1), np.float32)
+    for row, clip_id in enumerate(clip_ids):
+        if clip_id in where:
+            out[row] = vectors[where[clip_id]]
+    return out
 
 
 def load_embeddings(catalog, model: str) -> tuple[list[str], np.ndarray]:

@@ -11,7 +11,9 @@ For each clip, ``decode_clip_frames`` walks the video once and keeps ``n_frames`
   would blur static noise into grey and make its score depend on the source resolution);
   motion is a per-frame difference, independent of how far apart the anchors are.
 
-``frame_stats`` turns ``small`` into the cheap scores: ``motion``, ``luma``, ``black``, ``frozen``.
+``frame_stats`` turns ``small`` into the cheap scores: ``motion``, ``luma``, ``black``, ``frozen``;
+``pixel_signature`` into a colour-layout vector that near-duplicate detection adds to the CLIP
+embedding (see ``dedup.py``).
 """
 from __future__ import annotations
 
@@ -147,3 +149,24 @@ def frame_stats(frames: ClipFrames, config: StatsConfig = StatsConfig()) -> dict
             "luma": float(frame_luma.mean()),
             "black": float((frame_luma < config.black_luma).mean()),
             "frozen": float(changed.mean(axis=(2, 3)).max() <= config.frozen_changed)}
+
+
+def pixel_signature(frames: ClipFrames, grid: int = 16) -> np.ndarray:
+    """A unit colour-layout vector (grid * grid * 3,) of the clip; zeros for a flat clip.
+
+    The anchors are area-averaged to ``grid`` x ``grid``, averaged over time (robust to a
+    re-cut or a different pace), centred on the median colour per channel (the background's: a
+    flat background and most of a global brightness shift drop out) and L2-normalised. Re-renders of one scene (shifted by a few
+    pixels, brighter or darker) keep cosine ~0.8-0.95; unrelated scenes over the same background
+    colour differ in texture and object layout. Black or uniform clips have no layout: zeros,
+    so they never match anything on this signal.
+    """
+    x = frames.small[:, 0].astype(np.float32) / 255.0  # (K, s, s, 3)
+    k, s = x.shape[:2]
+    cell = s // grid
+    assert cell >= 1, f"stats frames of {s}px cannot give a {grid}x{grid} signature"
+    x = x[:, :cell * grid, :cell * grid].reshape(k, grid, cell, grid, cell, 3).mean(axis=(2, 4))
+    layout = x.mean(axis=0)  # (grid, grid, 3)
+    layout -= np.median(layout.reshape(-1, 3), axis=0)  # the background colour drops out
+    norm = float(np.linalg.norm(layout))
+    return (layout.ravel() / norm if norm > 1e-2 else np.zeros(layout.size, np.float32)).astype(np.float32)

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.ingest.config import RunnerConfig
 from pipelines.jobs_record import JobRecord, new_job_id
 from pipelines.score import records
-from pipelines.score.dedup import (DEFAULT_KEEP_ORDER, DedupConfig, degenerate_reason, find_groups,
-                                   keep_ranks, load_embeddings)
+from pipelines.score.dedup import (DEFAULT_KEEP_ORDER, DedupConfig, combine_signals, degenerate_reason,
+                                   find_groups, keep_ranks, load_embeddings, load_signatures)
 from pipelines.score.filters import Funnel, Rule, clips_v_columns, load_rules, run_funnel, validate_rules
 from pipelines.score.stages import (
     DEFAULT_NEGATIVE_PROMPTS, ClipScoreConfig, ClipScoreStage, DecodeFramesStage, FrameStatsStage,
@@ -42,7 +42,8 @@ class ScoreConfig(BaseModel):
     precision: Literal["fp32", "amp_bf16"] | None = None
     n_frames: int = Field(8, ge=1, le=64, description="Frames decoded per clip.")
     negative_prompts: tuple[str, ...] = DEFAULT_NEGATIVE_PROMPTS
-    dedup_threshold: float = Field(0.95, ge=-1, le=1, description="Cosine of near-duplicates.")
+    dedup_threshold: float = Field(0.85, ge=-1, le=1, description="Near-duplicates: mean of the CLIP "
+                                   "and pixel-signature cosines at or above this.")
     dedup_keep: str = Field(DEFAULT_KEEP_ORDER, description="ORDER BY over clips_v: first is kept.")
     where: str | None = Field(None, description="SQL over clips_v choosing the clips to score.")
     rescore: bool = Field(False, description="Score clips that already have this model's embedding.")
@@ -154,7 +155,8 @@ def _score_clips(catalog, config: ScoreConfig, stages, tag: str, record: JobReco
 def _dedup(catalog, config: ScoreConfig, tag: str, job_id: str, result: ScoreResult) -> None:
     dedup = DedupConfig(config.dedup_threshold, config.dedup_keep)
     clip_ids, emb = load_embeddings(catalog, tag)
-    groups = find_groups(clip_ids, emb, keep_ranks(catalog, dedup.keep_order), dedup) if clip_ids else []
+    both = combine_signals(emb, load_signatures(catalog, clip_ids)) if clip_ids else emb
+    groups = find_groups(clip_ids, both, keep_ranks(catalog, dedup.keep_order), dedup) if clip_ids else []
     reason = degenerate_reason(emb, groups, dedup) if clip_ids else None
     if reason:  # refuse to mass-reject: leave the previous dedup state as it is
         log.warning("dedup skipped: %s", reason)

@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from pipelines.score.dedup import DEDUP_STAGE, DuplicateGroup
+from pipelines.score.dedup import DEDUP_STAGE, SIGNATURE_MODEL, DuplicateGroup
 from pipelines.score.filters import FILTER_STAGE_PREFIX, Funnel
 from pipelines.stages.base import DROP, DROPPED_AT, ERROR
 
@@ -59,6 +59,8 @@ def write_scored_batch(catalog, batch: list[dict], model_tag: str, job_id: str,
     for r in ok:
         clip_id = r["clip_id"]
         embeddings.append(dict(clip_id=clip_id, model=model_tag, vector=r["embedding"], job_id=job_id))
+        if r.get("signature") is not None:
+            embeddings.append(dict(clip_id=clip_id, model=SIGNATURE_MODEL, vector=r["signature"], job_id=job_id))
         stats, clip = json.loads(r["stats_json"]), json.loads(r["clip_json"])
         scores += [dict(clip_id=clip_id, name=k, scorer=STATS_SCORER, value=v, job_id=job_id)
                    for k, v in stats.items()]
@@ -91,7 +93,7 @@ def write_dedup(catalog, groups: list[DuplicateGroup], job_id: str, threshold: f
     scores += [dict(clip_id=c, name="dup_group", scorer=DEDUP_SCORER, value=None, job_id=job_id)
                for c in sorted(set(stale_groups) - members)]
     rejections = [dict(clip_id=c, stage=DEDUP_STAGE, reason="duplicate", job_id=job_id,
-                       detail=f"near-duplicate of {g.kept} (cosine {cos:.3f} >= {threshold})")
+                       detail=f"near-duplicate of {g.kept} (similarity {cos:.3f} >= {threshold})")
                   for g in groups for c, cos in g.dropped]
     rejections += [dict(clip_id=c, stage=s, reason=None, detail=f"cleared: kept by {job_id}",
                         job_id=job_id)

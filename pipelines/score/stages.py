@@ -4,8 +4,9 @@ Rows carry a clip (``clip_id``, ``uri`` relative to the root, ``n_frames``) and 
 already has (``alt_text``, ``original_text``). ``DecodeFramesStage`` adds the frames as plain
 columns (see ``frames.ClipFrames.to_row``); ``FrameStatsStage`` and ``ClipScoreStage`` read
 them; the CLIP stage clears them, so only scores and the embedding travel back to the driver.
-Stage outputs: ``stats_json`` ({motion, luma, black, frozen}), ``clip_json`` ({clip_text,
-clip_text_original, neg_<slug>...}) and ``embedding`` (list of float32).
+Stage outputs: ``stats_json`` ({motion, luma, black, frozen}), ``signature`` (the pixel
+signature, list of float32), ``clip_json`` ({clip_text, clip_text_original, neg_<slug>...}) and
+``embedding`` (list of float32).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 from captioner.clip_scorer import ClipScorerConfig
 from pipelines.score.frames import (
     FRAME_COLUMNS, ClipFrames, FrameConfig, FrameDecodeError, StatsConfig, decode_clip_frames,
-    frame_stats,
+    frame_stats, pixel_signature,
 )
 from pipelines.stages.base import DROP, DROPPED_AT, ERROR, Drop, Resources, Stage
 
@@ -56,7 +57,7 @@ class DecodeFramesStage(Stage):
 
 
 class FrameStatsStage(Stage):
-    """Motion, luminance, black and frozen scores from the shared frames (cheap, CPU)."""
+    """Motion, luminance, black and frozen scores and the pixel signature (cheap, CPU)."""
 
     name = "stats"
     resources = Resources(num_cpus=0.5, batch_size=32)
@@ -65,7 +66,9 @@ class FrameStatsStage(Stage):
         self.config = config
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {"stats_json": json.dumps(frame_stats(ClipFrames.from_row(row), self.config))}
+        frames = ClipFrames.from_row(row)
+        return {"stats_json": json.dumps(frame_stats(frames, self.config)),
+                "signature": pixel_signature(frames).tolist()}
 
 
 def prompt_slug(prompt: str) -> str:

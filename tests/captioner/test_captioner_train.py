@@ -54,7 +54,7 @@ def test_short_training_lowers_the_loss_and_learns_the_caption_form(synth_items,
     """The quick path: ~a minute of the tiny config on a small world."""
     config = load_config("tiny", train={"max_steps": 50, "batch_size": 8, "lr": 2e-3,
                                         "warmup_steps": 10, "eval_every": 25, "eval_items": 8,
-                                        "num_threads": 2, "reverse_swaps": REVERSE_SWAPS})
+                                        "num_threads": 1, "reverse_swaps": REVERSE_SWAPS})
     result = train_captioner(synth_items[3:], synth_items[:3], config, tmp_path / "quick",
                              vocabulary=synth_vocabulary(), progress=False)
     losses = [m["train_loss"] for m in result.history]

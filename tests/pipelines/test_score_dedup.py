@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.score.dedup import (
-    DedupConfig, connected_components, degenerate_reason, find_groups, group_id, near_duplicate_pairs,
-    typical_cosine,
+    DedupConfig, combine_signals, connected_components, degenerate_reason, find_groups, group_id,
+    near_duplicate_pairs, typical_cosine,
 )
 
 
@@ -57,3 +57,21 @@ def test_a_collapsed_embedding_space_is_refused_not_applied():
     groups = find_groups(ids, collapsed, {}, config)
     assert sum(len(g.dropped) for g in groups) == 59  # what would happen without the guard
     assert "does not separate clips" in degenerate_reason(collapsed, groups, config)
+
+
+def test_combined_signal_needs_clip_and_pixels_to_agree():
+    """Same content by CLIP but another layout (two different red balls) is not a duplicate;
+    a black clip (zero pixel signature) matches no other black clip."""
+    rng = np.random.default_rng(2)
+    clip = _unit(rng.normal(size=(4, 16)))
+    clip[1] = clip[0]  # CLIP cannot tell 0 and 1 apart
+    clip[3] = clip[2]
+    pix = _unit(rng.normal(size=(4, 12)))
+    pix[1] = _unit((pix[0] + 0.1 * rng.normal(size=12))[None])[0]  # a shifted re-render of 0
+    pix[2:] = 0.0  # 2 and 3: flat (black) clips
+    both = combine_signals(clip, pix)
+    assert np.allclose(both @ both.T, 0.5 * (clip @ clip.T + pix @ pix.T), atol=1e-6)
+    groups = find_groups(["a", "b", "k1", "k2"], both, {}, DedupConfig(threshold=0.85))
+    assert [g.members for g in groups] == [["a", "b"]]
+    pix[1] = _unit(rng.normal(size=(1, 12)))[0]  # another layout: no longer a duplicate
+    assert find_groups(["a", "b", "k1", "k2"], combine_signals(clip, pix), {}, DedupConfig(threshold=0.85)) == []

@@ -6,6 +6,7 @@ import pytest
 
 from pipelines.score.frames import (
     ClipFrames, FrameConfig, FrameDecodeError, anchor_indices, decode_clip_frames, frame_stats,
+    pixel_signature,
 )
 from pipelines.score.testing import ClipSpec, draw_clip, encode_mp4
 
@@ -63,3 +64,20 @@ def test_missing_and_garbage_files_raise_decode_error(tmp_path):
     garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     with pytest.raises(FrameDecodeError):
         decode_clip_frames(str(garbage), CONFIG)
+
+
+def test_pixel_signature_matches_a_shifted_brighter_rerender_not_another_scene(tmp_path):
+    """Near-duplicates (same scene, shifted 2 px, 8% brighter) keep their layout; other scenes do not."""
+    config = FrameConfig(n_frames=4, size=32, stats_size=64)
+    base = draw_clip(ClipSpec("a", color="red", background="blue", size=(96, 64), seed=0))
+    rerender = np.clip(np.roll(base, 2, axis=2).astype(np.float32) * 1.08, 0, 255).astype(np.uint8)
+    other = draw_clip(ClipSpec("b", color="yellow", background="blue", size=(96, 64), seed=11))  # higher up
+    sig = {}
+    for name, frames in (("base", base), ("rerender", rerender), ("other", other),
+                         ("black", draw_clip(ClipSpec("k", kind="black", size=(96, 64))))):
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(encode_mp4(frames, 12))
+        sig[name] = pixel_signature(decode_clip_frames(str(path), config))
+    assert sig["base"].shape == (16 * 16 * 3,) and np.linalg.norm(sig["base"]) == pytest.approx(1.0, abs=1e-5)
+    assert sig["base"] @ sig["rerender"] > 0.9 > 0.5 > sig["base"] @ sig["other"]
+    assert not sig["black"].any()  # no layout: matches nothing through pixels

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.ingest.config import RunnerConfig
+from pipelines.score.dedup import SIGNATURE_MODEL
 from pipelines.score.job import ScoreConfig, run_score
 from pipelines.score.testing import ClipSpec, add_clips
 from storage import Catalog, CorpusRoot
@@ -75,11 +76,14 @@ def test_pixel_and_clip_scores(scored):
 
 def test_embeddings_are_normalised_means_under_the_model_tag(scored):
     catalog, result, ids = scored
-    table = catalog.query("SELECT clip_id, model, vector FROM embeddings")
-    assert table.num_rows == 6 and set(table["model"].to_pylist()) == {result.model}
-    assert result.model == "vidcorpus-clip-tiny@random-init"
+    table = catalog.query(f"SELECT clip_id, model, vector FROM embeddings WHERE model = '{result.model}'")
+    assert table.num_rows == 6 and result.model == "vidcorpus-clip-tiny@random-init"
     vectors = np.array(table["vector"].to_pylist(), np.float32)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    signatures = catalog.query(f"SELECT clip_id, vector FROM embeddings WHERE model = '{SIGNATURE_MODEL}'")
+    assert set(signatures["clip_id"].to_pylist()) == set(table["clip_id"].to_pylist())
+    norms = {c: np.linalg.norm(v) for c, v in zip(signatures["clip_id"].to_pylist(), signatures["vector"].to_pylist())}
+    assert norms[ids["black"]] == 0.0 and norms[ids["red"]] == pytest.approx(1.0, abs=1e-4)  # black: no layout
 
 
 def test_exact_duplicates_grouped_and_the_best_kept(scored):
