@@ -51,6 +51,10 @@ SQL_QUESTIONS = {
 }
 
 
+def _indent(text: str) -> str:
+    return "\n".join("  " + line if line else line for line in text.splitlines())
+
+
 @dataclass
 class Demo:
     root: Path
@@ -75,22 +79,23 @@ class Demo:
             return
         render_world(self.world, n_videos=self.videos, seed=self.seed)
 
-    def ingest(self) -> None:
-        from pipelines.ingest.config import IngestConfig, RunnerConfig
-        from pipelines.ingest.job import run_ingest
+    def curate(self) -> None:
+        from pipelines.jobs.specs import parse_spec, run_spec
+        from pipelines.jobs_record import new_job_id
         sources = [str(self.world)] + ([str(REAL_VIDEOS)] if REAL_VIDEOS.is_dir() else [])
-        cfg = IngestConfig(runner=RunnerConfig(kind="ray", num_cpus=os.cpu_count()))
-        result = run_ingest(sources, str(self.root), cfg)
-        print(result.text(os.cpu_count() or 1))
-        self.report.append("Ingest (latest run):\n" + result.text(os.cpu_count() or 1))
-
-    def captions(self) -> None:
-        from pipelines.synth.match import load_world_captions
-        cat = self.catalog()
-        if cat.query("SELECT count(*) AS n FROM captions WHERE source = 'alt-text'").to_pylist()[0]["n"]:
-            print("alt text already loaded")
-            return
-        print(load_world_captions(cat, self.world, seed_fraction=0.5, seed=self.seed))
+        spec = parse_spec({
+            "kind": "curate", "sources": sources,
+            "ingest": {"runner": {"kind": "ray", "num_cpus": os.cpu_count()}},
+            "captions": [{"synth_world": str(self.world), "seed_fraction": 0.5}],
+            "train_clip": {"out": str(self.clip_checkpoint), "steps": 600, "threads": 1,
+                           "max_seconds": self.budget.clip_s},
+            "score": {"runner": "ray", "threads": 1},
+        }, where="demo curate job", root=str(self.root))
+        job_id = new_job_id("curate")
+        summary = run_spec(spec, job_id)
+        print(summary)
+        self.report.append(f"Curate job {job_id} (ingest → captions → CLIP → score → dedup → filter; "
+                           f"latest run, finished work is skipped):\n" + _indent(summary))
 
     def shot_quality(self) -> None:
         from pipelines.shots.evaluate import load_real_truth, load_synthetic_truth
@@ -113,31 +118,6 @@ class Demo:
     @property
     def clip_checkpoint(self) -> Path:
         return self.models_dir("clip-tiny") / "clip.pt"
-
-    def train_clip(self) -> None:
-        from captioner.clip_model import TrainClipConfig
-        from pipelines.score.train import run_train_clip
-        out = self.clip_checkpoint
-        if out.exists():
-            print(f"tiny CLIP already trained: {out}")
-            return
-        r = run_train_clip(str(self.root), str(out), TrainClipConfig(steps=600, max_seconds=self.budget.clip_s,
-                                                                     threads=1))
-        print(f"tiny CLIP: {r.steps} steps in {r.seconds:.0f}s, final loss {r.final_loss:.3f} -> {out}")
-
-    def score_and_filter(self) -> None:
-        from pipelines.ingest.config import RunnerConfig
-        from pipelines.score.job import ScoreConfig, run_filter, run_score
-        score = run_score(str(self.root), ScoreConfig(clip_model="vidcorpus-clip-tiny",
-                                                      clip_pretrained=str(self.clip_checkpoint),
-                                                      threads=1, runner=RunnerConfig(kind="ray")))
-        print(score.text())
-        funnel = run_filter(str(self.root))
-        print(funnel.text())
-        self.report.append("Scoring (latest run; clips already scored by this model are skipped):\n"
-                           + score.text())
-        self.report.append("Filter funnel (clips left after each rule; each rejected clip names its rule):\n"
-                           + funnel.funnel.text())
 
     @property
     def captioner_dir(self) -> Path:
@@ -237,16 +217,15 @@ def main(argv: list[str] | None = None) -> None:
     budget = Budget(args.clip_seconds, args.captioner_minutes, args.vae_minutes, args.dit_minutes)
     demo = Demo(args.root, args.world, videos=args.videos, budget=budget)
     demo.step("1. Render the synthetic world", demo.render)
-    demo.step("2. Ingest: probe, quarantine, shot-split, extract clips (local Ray)", demo.ingest)
-    demo.step("3. Load alt text and the human seed captions", demo.captions)
-    demo.step("4. Shot detection quality", demo.shot_quality)
-    demo.step("5. Fit a tiny CLIP on the captioned clips", demo.train_clip)
-    demo.step("6. Score (CLIP, motion, black/frozen, near-duplicates) and filter", demo.score_and_filter)
+    demo.step("2. Curate job on the embedded local Ray: ingest (probe, quarantine, shot-split, "
+              "extract), alt text + seed captions, fit a tiny CLIP, score, near-duplicates, filter",
+              demo.curate)
+    demo.step("3. Shot detection quality", demo.shot_quality)
     if not args.curate_only:
-        demo.step("7. Train the tiny captioner on the seed captions", demo.train_captioner)
-        demo.step("8. Densely re-caption the corpus (local Ray)", demo.recaption)
-        demo.step("9. Write a dataset defined by SQL as WebDataset shards", demo.dataset)
-        demo.step("10. Train a tiny autoencoder and DiT on the shards, generate a video", demo.generator)
+        demo.step("4. Train the tiny captioner on the seed captions", demo.train_captioner)
+        demo.step("5. Densely re-caption the corpus (local Ray)", demo.recaption)
+        demo.step("6. Write a dataset defined by SQL as WebDataset shards", demo.dataset)
+        demo.step("7. Train a tiny autoencoder and DiT on the shards, generate a video", demo.generator)
     demo.step("SQL answers", demo.sql_answers)
     demo.print_report()
 

@@ -27,11 +27,12 @@ class _Spec(BaseModel):
     root: str = ""
 
 
-def _recorded(spec: _Spec, kind: str, job_id: str, fn: Callable[[], tuple[dict[str, Any], str]]) -> str:
+def _recorded(spec: _Spec, kind: str, job_id: str, fn: Callable[[], tuple[dict[str, Any], str]],
+              create: bool = False) -> str:
     """Run ``fn`` (→ (summary, text)) under a JobRecord of ``kind``; returns the text."""
     from pipelines.jobs_record import JobRecord
     from storage import Catalog, CorpusRoot
-    catalog = Catalog(CorpusRoot.open(spec.root))
+    catalog = Catalog(CorpusRoot.open(spec.root, create=create))
     record = JobRecord(catalog, job_id, kind, {"kind": kind, **spec.model_dump(mode="json")})
     try:
         summary, text = fn()
@@ -250,3 +251,78 @@ def run_train_dit_job(spec: TrainDitJobSpec, job_id: str) -> str:
                 f"DiT run {r.run_id}: {r.step} steps in {r.seconds / 60:.1f} min"
                 + (f", loss {loss:.4f}" if loss is not None else "") + f" -> {r.checkpoint}")
     return _recorded(spec, "train-dit", job_id, train)
+
+
+# ---------------------------------------------------------------------------------- curate
+class CaptionSource(BaseModel):
+    """Existing text to load between ingest and scoring: a caption file or a synthetic world."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    file: Optional[str] = None  # CSV/JSONL/Parquet (see pipelines.captions_import)
+    synth_world: Optional[str] = None  # a world rendered by `vidcorpus synth` (its truth.json)
+    source: str = "alt-text"
+    seed_fraction: float = Field(0.5, ge=0, le=1)  # synth_world: share of videos with 'original'
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.file is None) == (self.synth_world is None):
+            raise ValueError("each captions entry needs exactly one of `file:` or `synth_world:`")
+        return self
+
+
+class CurateJobSpec(_Spec):
+    """``kind: curate`` — ingest → load captions → (fit CLIP once) → score → filter, one job.
+
+    Each part is recorded as its own job (``<id>.ingest``, ``<id>.score`` …) besides this one, so
+    the funnel and stage stats of every part are in the catalog. Re-running is incremental: ingest
+    skips finished videos, scoring skips clips this model scored, an existing CLIP is reused.
+    """
+
+    kind: Literal["curate"] = "curate"
+    sources: list[str]
+    ingest: Optional[dict[str, Any]] = None  # an IngestConfig mapping
+    captions: list[CaptionSource] = []
+    train_clip: Optional[TrainClipJobSpec] = None  # fitted when its `out` does not exist yet
+    score: ScoreJobSpec = ScoreJobSpec()
+    filter: FilterJobSpec = FilterJobSpec()
+
+    @model_validator(mode="after")
+    def _clip_weights(self):
+        if self.train_clip and self.score.clip_pretrained not in (None, self.train_clip.out):
+            raise ValueError("score.clip_pretrained must be train_clip.out (or left out) when "
+                             "train_clip is given")
+        return self
+
+
+def run_curate_job(spec: CurateJobSpec, job_id: str) -> str:
+    import os
+
+    from pipelines.captions_import import import_captions
+    from pipelines.ingest.config import IngestConfig
+    from pipelines.ingest.job import run_ingest
+    from pipelines.synth.match import load_world_captions
+    from storage import Catalog, CorpusRoot
+
+    def curate():
+        texts = []
+        cfg = IngestConfig.model_validate(spec.ingest or {})
+        ingest = run_ingest(list(spec.sources), spec.root, cfg, job_id=f"{job_id}.ingest")
+        texts.append(ingest.text(cfg.runner.num_cpus or os.cpu_count() or 1))
+        catalog = Catalog(CorpusRoot.open(spec.root))
+        for entry in spec.captions:  # re-loading is harmless: latest write per (clip, source) wins
+            if entry.synth_world:
+                counts = load_world_captions(catalog, entry.synth_world, entry.seed_fraction, job_id=job_id)
+                texts.append(f"captions from {entry.synth_world}: {counts}")
+            else:
+                texts.append(import_captions(catalog, entry.file, entry.source, job_id=job_id).text(entry.source))
+        score = spec.score
+        if spec.train_clip:
+            if not os.path.exists(spec.train_clip.out):
+                texts.append(run_train_clip_job(spec.train_clip.model_copy(update={"root": spec.root}),
+                                                f"{job_id}.train-clip"))
+            score = score.model_copy(update={"clip_pretrained": spec.train_clip.out,
+                                             "clip_model": spec.train_clip.clip_model})
+        texts.append(run_score_job(score.model_copy(update={"root": spec.root}), f"{job_id}.score"))
+        texts.append(run_filter_job(spec.filter.model_copy(update={"root": spec.root}), f"{job_id}.filter"))
+        return {"parts": [f"{job_id}.{p}" for p in ("ingest", "score", "filter")]}, "\n\n".join(texts)
+    return _recorded(spec, "curate", job_id, curate, create=True)

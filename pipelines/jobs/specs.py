@@ -178,3 +178,5 @@ register_kind("train-captioner", spec="pipelines.captioner_train_job:TrainJobCon
               doc="Train the video captioner on clips with reference captions.")
 register_kind("train-dit", spec="pipelines.jobs.kinds:TrainDitJobSpec", run="pipelines.jobs.kinds:run_train_dit_job",
               doc="Train the text-to-video DiT on a dataset's shards.")
+register_kind("curate", spec="pipelines.jobs.kinds:CurateJobSpec", run="pipelines.jobs.kinds:run_curate_job",
+              doc="Ingest, load captions, fit CLIP once, score and filter: one incremental job.")

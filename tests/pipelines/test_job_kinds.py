@@ -79,3 +79,26 @@ def test_a_failing_job_is_recorded_failed(tmp_path):
         run_spec(spec, "dataset-fails")
     job = _job(catalog, "dataset-fails")
     assert job["status"] == "failed" and "no_such_table" in job["error"]
+
+
+def test_curate_runs_ingest_captions_clip_score_and_filter_as_one_job(tmp_path):
+    from pipelines.synth import render_world
+    world, root = tmp_path / "world", tmp_path / "root"
+    render_world(world, n_videos=3, seed=1, duration_s=4.0, max_side=160, progress=False)
+    spec = parse_spec({
+        "kind": "curate", "sources": [str(world)],
+        "ingest": {"runner": {"kind": "local"}, "detector": {"name": "content"}},
+        "captions": [{"synth_world": str(world)}],
+        "train_clip": {"out": str(tmp_path / "clip.pt"), "steps": 3, "batch_size": 4, "frames_per_clip": 2},
+        "score": {"runner": "local", "threads": 1, "n_frames": 2},
+    }, root=str(root))
+    summary = run_spec(spec, "curate-test")
+    catalog = Catalog(CorpusRoot.open(root))
+    jobs = {r["job_id"]: r["status"] for r in catalog.query("SELECT job_id, status FROM jobs").to_pylist()}
+    assert {jobs[j] for j in ("curate-test", "curate-test.ingest", "curate-test.train-clip",
+                              "curate-test.score", "curate-test.filter")} == {"succeeded"}
+    assert "filter job" in summary and "score job" in summary and "ingest job" in summary
+    scored = catalog.query("SELECT count(*) AS n FROM clips_v WHERE motion IS NOT NULL").to_pylist()[0]["n"]
+    assert scored == catalog.query("SELECT count(*) AS n FROM clips").to_pylist()[0]["n"] > 0
+    with pytest.raises(JobSpecError, match="exactly one of"):
+        parse_spec({"kind": "curate", "sources": ["x"], "captions": [{"source": "alt-text"}]}, root=str(root))
