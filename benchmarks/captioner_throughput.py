@@ -26,7 +26,7 @@ from captioner.captioner_model import VideoCaptioner  # noqa: E402
 from captioner.registry import load_config  # noqa: E402
 from captioner.tokenizer import train_bpe  # noqa: E402
 
-SECTION = "## Captioner throughput (CPU)"
+SECTION = "## Captioner throughput"
 
 
 def clip_paths(n: int) -> list[str]:

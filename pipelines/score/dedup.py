@@ -49,7 +49,7 @@ class DedupConfig:
 
 
 def typical_cosine(emb: np.ndarray, sample: int = 2048, seed: int = 0) -> float:
-    """Median cosine between distinct clips of a random sample: how similar *unrelated* clips look.
+    """Median dot product of distinct clips of a random sample: how similar *unrelated* clips look.
 
     A trained model spreads clips out (median well below any duplicate threshold); an untrained
     or collapsed one maps everything to nearly the same direction, and every clip would look like
@@ -69,8 +69,8 @@ def degenerate_reason(emb: np.ndarray, groups: list["DuplicateGroup"], config: D
     typical = typical_cosine(emb)
     dropped = sum(len(g.dropped) for g in groups)
     if n >= 3 and typical >= config.threshold:
-        return (f"unrelated clips have median cosine {typical:.3f} >= threshold {config.threshold}: "
-                "the CLIP model does not separate clips (untrained or collapsed); use trained "
+        return (f"unrelated clips have median similarity {typical:.3f} >= threshold {config.threshold}: "
+                "the embeddings do not separate clips (CLIP untrained or collapsed); use trained "
                 "weights (--clip-pretrained, or vidcorpus train-clip) or raise --dedup-threshold")
     if n >= 3 and dropped > config.max_drop_fraction * n:
         return (f"{dropped} of {n} clips would be dropped as duplicates (> {config.max_drop_fraction:.0%}; "

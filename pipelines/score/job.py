@@ -157,7 +157,7 @@ def _dedup(catalog, config: ScoreConfig, tag: str, job_id: str, result: ScoreRes
     clip_ids, emb = load_embeddings(catalog, tag)
     both = combine_signals(emb, load_signatures(catalog, clip_ids)) if clip_ids else emb
     groups = find_groups(clip_ids, both, keep_ranks(catalog, dedup.keep_order), dedup) if clip_ids else []
-    reason = degenerate_reason(emb, groups, dedup) if clip_ids else None
+    reason = degenerate_reason(both, groups, dedup) if clip_ids else None
     if reason:  # refuse to mass-reject: leave the previous dedup state as it is
         log.warning("dedup skipped: %s", reason)
         result.dedup_skipped = reason

@@ -16,8 +16,9 @@ from pipelines.score.testing import ClipSpec, add_clips
 from storage import Catalog, CorpusRoot
 
 LOCAL = RunnerConfig(kind="local")
-# exact duplicates (same pixels) have cosine 1; a random-init model puts other clips near too
-CONFIG = ScoreConfig(runner=LOCAL, threads=1, dedup_threshold=0.99999, n_frames=4,
+# exact duplicates (same pixels, re-encoded) have CLIP and pixel cosines ~1; a random-init model
+# puts every clip near in CLIP, but the pixel signatures of different scenes stay apart
+CONFIG = ScoreConfig(runner=LOCAL, threads=1, dedup_threshold=0.95, n_frames=4,
                      dedup_keep="duration_s DESC, clip_id")
 SPECS = [
     ClipSpec("red", captions={"alt-text": "red square", "original": "a red square moves right"}),
