@@ -89,3 +89,9 @@ def test_the_tour_runs_as_written(tmp_path):
     assert Path(tmp_path, "red_circle.mp4").stat().st_size > 0
     assert Path(tmp_path, "clips.csv").read_text().splitlines()[0].startswith('"clip_id"')
     assert "captioner:" in out  # the SQL over re-captioned clips printed rows
+
+
+@pytest.mark.parametrize("block", [b for b in blocks("yaml") if "kind:" in b], ids=lambda b: b.split("\n")[0])
+def test_documented_job_specs_validate(block):
+    from pipelines.jobs.specs import parse_spec
+    parse_spec(block, where="README job spec")
