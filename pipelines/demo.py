@@ -89,7 +89,7 @@ class Demo:
             "captions": [{"synth_world": str(self.world), "seed_fraction": 0.5}],
             "train_clip": {"out": str(self.clip_checkpoint), "steps": 600, "threads": 1,
                            "max_seconds": self.budget.clip_s},
-            "score": {"runner": "ray", "threads": 1},
+            "score": {"runner": {"kind": "ray"}, "threads": 1},
         }, where="demo curate job", root=str(self.root))
         job_id = new_job_id("curate")
         summary = run_spec(spec, job_id)

@@ -19,7 +19,8 @@ from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.score.dedup import DEFAULT_KEEP_ORDER
+from pipelines.score.job import ScoreConfig
+
 
 
 class _Spec(BaseModel):
@@ -44,31 +45,14 @@ def _recorded(spec: _Spec, kind: str, job_id: str, fn: Callable[[], tuple[dict[s
 
 
 # ------------------------------------------------------------------------------------ score
-class ScoreJobSpec(_Spec):
-    """``kind: score`` — the ``vidcorpus score`` options (see ``ScoreConfig``)."""
+class ScoreJobSpec(ScoreConfig):
+    """``kind: score`` — a ``ScoreConfig`` (the ``vidcorpus score`` options) plus the root."""
 
     kind: Literal["score"] = "score"
-    clip_model: str = "vidcorpus-clip-tiny"
-    clip_pretrained: Optional[str] = None
-    device: Optional[str] = None
-    n_frames: int = Field(8, ge=1, le=64)
-    negative_prompts: Optional[list[str]] = None
-    dedup_threshold: float = Field(0.95, ge=-1, le=1)
-    dedup_keep: str = DEFAULT_KEEP_ORDER
-    where: Optional[str] = None
-    rescore: bool = False
-    clip_actors: int = Field(1, ge=1)
-    threads: Optional[int] = Field(None, ge=1)
-    runner: Literal["ray", "local"] = "ray"
-    address: Optional[str] = None
+    root: str = ""
 
-    def config(self):
-        from pipelines.score.job import ScoreConfig
-        from pipelines.ingest.config import RunnerConfig
-        fields = self.model_dump(exclude={"kind", "root", "runner", "address", "negative_prompts"})
-        if self.negative_prompts:
-            fields["negative_prompts"] = tuple(self.negative_prompts)
-        return ScoreConfig(**fields, runner=RunnerConfig(kind=self.runner, address=self.address))
+    def config(self) -> ScoreConfig:
+        return ScoreConfig(**self.model_dump(exclude={"kind", "root"}))
 
 
 def run_score_job(spec: ScoreJobSpec, job_id: str) -> str:

@@ -46,7 +46,7 @@ def test_score_filter_dataset_and_training_kinds_run_and_record(tmp_path):
     catalog = Catalog(CorpusRoot.open(root, create=True))
     add_clips(catalog, CLIPS)
     specs = [
-        ("score", {"runner": "local", "threads": 1, "n_frames": 4, "dedup_threshold": 0.99999}),
+        ("score", {"runner": {"kind": "local"}, "threads": 1, "n_frames": 4, "dedup_threshold": 0.99999}),
         ("filter", {"rules": {"has_motion": "motion > 0", "not_black": "black < 0.5"}}),
         ("dataset", {"name": "all", "where": "TRUE"}),
         ("train-clip", {"out": str(tmp_path / "clip.pt"), "steps": 2, "batch_size": 4,
@@ -90,7 +90,7 @@ def test_curate_runs_ingest_captions_clip_score_and_filter_as_one_job(tmp_path):
         "ingest": {"runner": {"kind": "local"}, "detector": {"name": "content"}},
         "captions": [{"synth_world": str(world)}],
         "train_clip": {"out": str(tmp_path / "clip.pt"), "steps": 3, "batch_size": 4, "frames_per_clip": 2},
-        "score": {"runner": "local", "threads": 1, "n_frames": 2},
+        "score": {"runner": {"kind": "local"}, "threads": 1, "n_frames": 2},
     }, root=str(root))
     summary = run_spec(spec, "curate-test")
     catalog = Catalog(CorpusRoot.open(root))
