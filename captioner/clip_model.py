@@ -9,9 +9,13 @@ open_clip entry point builds them by name::
         "vidcorpus-clip-tiny", pretrained="models/clip/tiny.pt")
 
 :func:`train_clip` fits a model from scratch, or fine-tunes one loaded from local weights, with
-open_clip's contrastive ``ClipLoss`` on frames the caller decoded (a few per clip: each step
-picks a different frame and caption of each clip, which is the augmentation). The checkpoint
-is a plain dict whose ``state_dict`` open_clip loads directly.
+a CLIP contrastive loss on frames the caller decoded (a few per clip: each step picks a
+different frame and caption of each clip, then jitters the frame: :func:`augment`). Equal
+captions in a batch count as positives of each other (:func:`contrastive_loss`); optionally a
+share of the batches holds clips over one backdrop colour (:func:`dominant_colour_groups`,
+``hard_batch_share``; off by default: no clear gain measured yet). The learning rate anneals
+over steps or the time budget, whichever runs out first (:func:`lr_factor`). The checkpoint is
+a plain dict whose ``state_dict`` open_clip loads directly.
 """
 from __future__ import annotations
 
@@ -112,6 +116,8 @@ class TrainClipConfig:
     log_every: int = 50
     threads: int | None = None  # torch intra-op threads; 1 is fastest on a busy small machine
     augment: bool = True  # zoom / shift / mirror / brightness jitter of every training frame
+    hard_batch_share: float = 0.0  # share of batches drawn from one dominant-colour group (0: off)
+    colour_groups: int = 8  # k of the k-means over clips' median colours
 
     def __post_init__(self) -> None:
         check_local_weights(self.pretrained)
@@ -134,7 +140,7 @@ def train_clip(frames: np.ndarray, texts: list[list[str]], config: TrainClipConf
     """Fit ``config.model`` on clips: ``frames`` (N, F, S, S, 3) uint8, ``texts[i]`` = clip i's captions.
 
     Each step draws ``batch_size`` distinct clips, one random frame and one random caption
-    each, and minimises open_clip's ``ClipLoss``. Writes the checkpoint to ``out``.
+    each, and minimises :func:`contrastive_loss`. Writes the checkpoint to ``out``.
     """
     import torch
     assert frames.ndim == 5 and frames.shape[-1] == 3, f"frames must be (N, F, S, S, 3), got {frames.shape}"
@@ -145,38 +151,74 @@ def train_clip(frames: np.ndarray, texts: list[list[str]], config: TrainClipConf
     model, tokenizer = create_clip(config.model, config.pretrained)
     size = image_size(model)
     assert frames.shape[2] == size, f"frames are {frames.shape[2]}px, {config.model} wants {size}px"
-    batches = _Batches(texts, tokenizer, config.seed)
+    groups = dominant_colour_groups(frames, config.colour_groups, config.seed) if config.hard_batch_share else None
+    batches = _Batches(texts, tokenizer, config.seed, groups, config.hard_batch_share)
     pixels = torch.from_numpy(np.ascontiguousarray(frames))  # (N, F, S, S, 3) uint8
-    optimizer, schedule = _optimizer(model, config)
-    result = _fit(model, pixels, batches, optimizer, schedule, config, on_log)
+    optimizer = _optimizer(model, config)
+    result = _fit(model, pixels, batches, optimizer, config, on_log)
     save_checkpoint(out, model, optimizer, config, result)
     return result
 
 
 class _Batches:
-    """Pre-tokenised captions and the epoch order of clips (distinct clips within a batch)."""
+    """Pre-tokenised captions and the order of clips (distinct clips within a batch).
 
-    def __init__(self, texts: list[list[str]], tokenizer, seed: int):
+    Captions that tokenise the same (``"Blue Background"``, ``"blue background"``) share one
+    row, so the loss treats them as one text. With ``groups`` (a group label per clip), a share
+    ``hard_share`` of the batches is drawn from a single group: hard negatives that the cheap
+    cue defining the groups cannot tell apart.
+    """
+
+    def __init__(self, texts: list[list[str]], tokenizer, seed: int, groups: np.ndarray | None = None,
+                 hard_share: float = 0.0):
+        import torch
         unique = sorted({t for clip in texts for t in clip})
         where = {t: i for i, t in enumerate(unique)}
-        self.tokens = tokenizer(unique)  # (n_unique, context_length)
-        self.choices = [np.array([where[t] for t in clip]) for clip in texts]
+        self.tokens, row = torch.unique(tokenizer(unique), dim=0, return_inverse=True)  # (n_texts, L)
+        self.choices = [row[[where[t] for t in clip]].numpy() for clip in texts]
         self.rng = np.random.default_rng(seed)
         self.order: list[int] = []
+        self.hard_share = hard_share if groups is not None else 0.0
+        members = [np.flatnonzero(groups == g) for g in np.unique(groups)] if groups is not None else []
+        self.groups = [m for m in members if len(m) >= 2]
 
     def draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(clip indices, caption rows) of the next batch: a random caption of each clip."""
         batch_size = min(batch_size, len(self.choices))
-        if len(self.order) < batch_size:
-            self.order = self.rng.permutation(len(self.choices)).tolist()
-        clips = np.array(self.order[:batch_size])
-        del self.order[:batch_size]
+        if self.groups and self.rng.random() < self.hard_share:
+            group = self.groups[int(self.rng.integers(len(self.groups)))]
+            clips = self.rng.permutation(group)[:batch_size]
+        else:
+            if len(self.order) < batch_size:
+                self.order = self.rng.permutation(len(self.choices)).tolist()
+            clips = np.array(self.order[:batch_size])
+            del self.order[:batch_size]
         texts = np.array([self.rng.choice(self.choices[i]) for i in clips])
         return clips, texts
 
 
+def dominant_colour_groups(frames: np.ndarray, n_groups: int, seed: int = 0, iters: int = 10) -> np.ndarray:
+    """Group label (N,) of each clip by its median colour (k-means): clips over the same backdrop.
+
+    ``frames`` (N, F, S, S, 3) uint8. The backdrop is the easiest cue for a contrastive model
+    and, over plain backgrounds, lets it match captions by background alone; batches inside one
+    group force it to look at what lies on top.
+    """
+    colour = np.median(frames[:, :, ::4, ::4].reshape(len(frames), -1, 3), axis=1).astype(np.float32)  # (N, 3)
+    rng = np.random.default_rng(seed)
+    k = max(1, min(n_groups, len(frames)))
+    centres = [colour[rng.integers(len(colour))]]
+    for _ in range(k - 1):  # farthest-point start: every distinct backdrop gets a centre
+        centres.append(colour[((colour[:, None] - np.stack(centres)[None]) ** 2).sum(-1).min(1).argmax()])
+    centres = np.stack(centres)
+    for _ in range(iters):
+        labels = ((colour[:, None] - centres[None]) ** 2).sum(-1).argmin(1)  # (N,)
+        centres = np.stack([colour[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(k)])
+    return labels
+
+
 def _optimizer(model, config: TrainClipConfig):
-    """AdamW without decay on gains, biases and the temperature; warmup then cosine decay.
+    """AdamW without decay on gains, biases and the temperature (schedule: :func:`lr_factor`).
 
     The fused CPU kernel matters here: the token embedding (49408 x width) is most of a tiny
     model's parameters, and the unfused update of it costs ~10x the fused one per step.
@@ -188,15 +230,19 @@ def _optimizer(model, config: TrainClipConfig):
         (no_decay if exclude else decay).append(p)
     groups = [{"params": no_decay, "weight_decay": 0.0},
               {"params": decay, "weight_decay": config.weight_decay}]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
 
-    def lr_at(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+def lr_factor(step: int, elapsed: float, config: TrainClipConfig) -> float:
+    """Linear warmup, then cosine decay to 0 over the run's progress: the larger of the share
+    of ``steps`` done and the share of ``max_seconds`` spent, so a run cut by its time budget
+    still ends annealed instead of at a high learning rate."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.max_seconds:
+        progress = max(progress, elapsed / config.max_seconds)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def augment(images, gen, max_zoom: float = 1.25, max_shift: float = 0.1, brightness: float = 0.1):
@@ -238,8 +284,7 @@ def contrastive_loss(image_features, text_features, logit_scale, text_ids):
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
-def _fit(model, pixels, batches: _Batches, optimizer, schedule, config: TrainClipConfig,
-         on_log) -> TrainClipResult:
+def _fit(model, pixels, batches: _Batches, optimizer, config: TrainClipConfig, on_log) -> TrainClipResult:
     """The loop: sample, augment, forward, contrastive loss, step; stops at ``steps`` or ``max_seconds``."""
     import torch
     mean = torch.tensor(model.visual.image_mean).view(1, 3, 1, 1)
@@ -248,6 +293,9 @@ def _fit(model, pixels, batches: _Batches, optimizer, schedule, config: TrainCli
     model.train()
     t0, metrics, loss_value, step = time.perf_counter(), [], float("nan"), 0
     for step in range(1, config.steps + 1):
+        lr = config.lr * lr_factor(step - 1, time.perf_counter() - t0, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         clips, texts = batches.draw(config.batch_size)
         which = torch.randint(pixels.shape[1], (len(clips),), generator=gen)  # a frame per clip
         images = pixels[torch.from_numpy(clips), which].permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
@@ -259,12 +307,11 @@ def _fit(model, pixels, batches: _Batches, optimizer, schedule, config: TrainCli
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         loss_value, elapsed = float(loss.detach()), time.perf_counter() - t0
         if step % config.log_every == 0 or step == config.steps:
-            metrics.append({"step": step, "loss": loss_value, "lr": schedule.get_last_lr()[0],
+            metrics.append({"step": step, "loss": loss_value, "lr": lr,
                             "logit_scale": float(scale.detach()), "seconds": elapsed})
             log.info("train-clip step %d: loss %.4f (%.1fs)", step, loss_value, elapsed)
             if on_log:

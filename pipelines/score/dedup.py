@@ -70,7 +70,7 @@ def degenerate_reason(emb: np.ndarray, groups: list["DuplicateGroup"], config: D
     dropped = sum(len(g.dropped) for g in groups)
     if n >= 3 and typical >= config.threshold:
         return (f"unrelated clips have median similarity {typical:.3f} >= threshold {config.threshold}: "
-                "the embeddings do not separate clips (CLIP untrained or collapsed); use trained "
+                "the embedding space does not separate clips (CLIP untrained or collapsed); use trained "
                 "weights (--clip-pretrained, or vidcorpus train-clip) or raise --dedup-threshold")
     if n >= 3 and dropped > config.max_drop_fraction * n:
         return (f"{dropped} of {n} clips would be dropped as duplicates (> {config.max_drop_fraction:.0%}; "
