@@ -6,9 +6,10 @@
 Renders a world, cuts its clean shots into clips (ground truth from truth.json), and holds out
 shots: every shot containing one of a few colour×shape pairs (never seen in training), plus a
 random tenth of the rest. The ground-truth captions of the training shots play the human-written
-seed set. The tiny captioner trains for at most ``--minutes``; its greedy captions of the
-held-out shots are scored against the ground truth (attributes parsed with the synthetic
-vocabulary; BLEU-4 and CIDEr), next to the alt text those shots came with.
+seed set. The tiny captioner trains for at most ``--minutes`` (time reversal and left-right /
+top-bottom flips augment it, swapping the synthetic world's direction words); its greedy
+captions of the held-out shots are scored against the ground truth (attributes parsed with the
+synthetic vocabulary; BLEU-4 and CIDEr), next to the alt text those shots came with.
 """
 from __future__ import annotations
 

@@ -8,12 +8,14 @@
       → LM on [prefix, bos, caption…, eos] through ``inputs_embeds``; loss on caption tokens only.
 
 ``vision.input`` picks what the tower sees: ``rgb`` (normalised pixels, what pretrained CLIP
-towers expect), ``rgb_silhouette`` (6 channels: those pixels plus |frame − its median colour|)
-or ``silhouette_motion`` (2 colour- and texture-free channels: where the frame differs from its
-median colour by more than a faint texture does, and that mask's change to the next frame).
-A tiny tower trained from scratch on a few hundred clips memorises clips by their colours and
-background textures when it sees them; without them it has to learn shapes and motion. Colour
-reaches the resampler through its pixel-statistics path either way.
+towers expect), ``rgb_silhouette`` (6 channels: those pixels plus |frame − its median colour|),
+``silhouette_motion`` (2 colour- and texture-free channels: where the frame differs from its
+median colour by more than a faint texture does, and that mask's change to the next frame), or
+``rgb_silhouette_motion`` (5: the normalised pixels and those two).
+Colour also reaches the resampler through its own pixel-statistics path. (Measured on the
+synthetic world: a tiny tower that sees colour memorises clips by it instead of learning
+shapes; without colour it learns shapes from a direct label, but inside the captioner colour
+and background words were then learned far more slowly than with RGB in the tower.)
 
 ``resampler.camera_shift`` S > 0 adds, per frame, the correlation of the background's row and
 column profiles (medians, so objects barely count) with the next frame's at shifts −S…S: how
@@ -70,7 +72,7 @@ class VideoCaptioner(nn.Module):
 
     def tower_input(self, pixels: torch.Tensor, median: torch.Tensor, k: int) -> torch.Tensor:
         """What the tower sees: (N, 3, H, W) in [0, 1] for N = B·K frames, medians (N, 3)
-        → (N, C, H, W), C = 3, 6 or 4 (``vision.input``; see the module docstring)."""
+        → (N, C, H, W), C = 3, 6, 2 or 5 (``vision.input``; see the module docstring)."""
         kind = self.config.vision.input
         deviation = pixels - median[..., None, None]  # (N, 3, H, W)
         if kind == "silhouette_motion":
@@ -78,6 +80,8 @@ class VideoCaptioner(nn.Module):
         rgb = (pixels - self.pixel_mean) / self.pixel_std  # (N, 3, H, W)
         if kind == "rgb":
             return rgb
+        if kind == "rgb_silhouette_motion":
+            return torch.cat([rgb, motion_channels(deviation, k)], dim=1)  # (N, 5, H, W)
         return torch.cat([rgb, deviation.abs() * SILHOUETTE_GAIN], dim=1)  # (N, 6, H, W)
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:

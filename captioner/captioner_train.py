@@ -203,8 +203,8 @@ class CaptionerTrainer:
         ids = batch["input_ids"]  # (B, T)
         drop = torch.rand(ids.shape, device=ids.device) < self.tc.word_dropout
         drop[:, 0] = False
-        return {**batch, "target_ids": ids,
-                "input_ids": ids.masked_fill(drop & batch["attention_mask"].bool(), self.tokenizer.pad_id)}
+        dropped = ids.masked_fill(drop & batch["attention_mask"].bool(), self.tokenizer.pad_id)
+        return {**batch, "target_ids": ids, "input_ids": dropped}
 
     # ---------------------------------------------------------------- eval and save
     def _evaluate(self, t0: float, final: bool) -> tuple[dict[str, Any], list[str]]:

@@ -29,7 +29,8 @@ class VisionConfig(_Frozen):
     embed_dim: int = 128  # open_clip's joint embedding size (unused by the captioner's tokens)
     trainable: bool = True
     frames: int = Field(8, ge=1, le=64)  # K frames sampled per clip (segment centres)
-    input: Literal["rgb", "rgb_silhouette", "silhouette_motion"] = "rgb"  # see captioner_model
+    input: Literal["rgb", "rgb_silhouette", "silhouette_motion",
+                   "rgb_silhouette_motion"] = "rgb"  # what the tower sees: see captioner_model
     token_layer: int = Field(2, ge=0, le=4)  # ModifiedResNet block whose feature map gives tokens
 
     @model_validator(mode="after")

@@ -102,8 +102,10 @@ class TemporalResampler(nn.Module):
         self.input_proj = nn.Linear(in_width, width)
         self.contrast_proj = nn.Linear(in_width, width)
         self.colour_mlp = nn.Sequential(nn.Linear(9, width), nn.GELU(), nn.Linear(width, width))
-        self.camera_mlp = (nn.Sequential(nn.Linear(camera_dim, width), nn.GELU(), nn.Linear(width, width))
-                           if camera_dim else None)
+        self.camera_mlp = None  # per-frame camera-shift curves → an embedding added to its tokens
+        if camera_dim:
+            self.camera_mlp = nn.Sequential(nn.Linear(camera_dim, width), nn.GELU(),
+                                            nn.Linear(width, width))
         self.time_embed = nn.Parameter(EMBED_SCALE * sincos_embedding(max_frames, width))
         self.patch_embed = nn.Parameter(EMBED_SCALE * sincos_2d(grid, width))
         self.queries = nn.Parameter(0.02 * torch.randn(queries, width))

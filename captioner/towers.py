@@ -65,7 +65,8 @@ def load_vision_weights(visual: nn.Module, path: str) -> None:
     visual.load_state_dict(visual_state, strict=True)
 
 
-INPUT_CHANNELS = {"rgb": 3, "rgb_silhouette": 6, "silhouette_motion": 2}
+INPUT_CHANNELS = {"rgb": 3, "rgb_silhouette": 6, "silhouette_motion": 2,
+                  "rgb_silhouette_motion": 5}
 
 
 def widen_stem(conv: nn.Conv2d, in_channels: int, zero_new: bool, keep_rgb: bool = True) -> nn.Conv2d:
@@ -87,8 +88,9 @@ def widen_stem(conv: nn.Conv2d, in_channels: int, zero_new: bool, keep_rgb: bool
 class FrameEncoder(nn.Module):
     """Frames (N, C_in, H, W) → patch tokens (N, P, C) from an open_clip ViT or ModifiedResNet.
 
-    ``vision.input`` ``rgb_silhouette`` widens the tower's first convolution to 6 inputs (RGB
-    filters kept); ``silhouette_motion`` gives it a fresh 2-input convolution (no RGB to keep).
+    ``vision.input`` ``rgb_silhouette`` / ``rgb_silhouette_motion`` widen the tower's first
+    convolution to 6 / 5 inputs (RGB filters kept); ``silhouette_motion`` gives it a fresh
+    2-input convolution (no RGB to keep).
     """
 
     def __init__(self, cfg: VisionConfig, load_weights: bool = True):
@@ -111,7 +113,7 @@ class FrameEncoder(nn.Module):
             raise ValueError(f"vision.model {cfg.model!r}: the captioner needs an open_clip "
                              "VisionTransformer or ModifiedResNet tower (timm towers give no tokens)")
         self.in_channels = INPUT_CHANNELS[cfg.input]
-        if cfg.input == "rgb_silhouette":
+        if cfg.input in ("rgb_silhouette", "rgb_silhouette_motion"):
             self.tower.conv1 = widen_stem(self.tower.conv1, self.in_channels, zero_new=bool(cfg.pretrained))
         elif cfg.input == "silhouette_motion":
             self.tower.conv1 = widen_stem(self.tower.conv1, self.in_channels, zero_new=False,

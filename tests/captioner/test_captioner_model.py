@@ -49,6 +49,16 @@ def test_forward_shapes(which, request):
     assert out.shape[0] == b and 1 <= out.shape[1] <= 5
 
 
+@pytest.mark.parametrize("vision_input", ["rgb", "silhouette_motion", "rgb_silhouette_motion"])
+def test_every_tower_input_builds_and_encodes(vision_input):
+    config = load_config("tiny", vision={"input": vision_input, "frames": 3},
+                         resampler={"camera_shift": 0 if vision_input == "rgb" else 4})
+    model = VideoCaptioner(config, vocab_size=300).eval()
+    prefix = model.encode_video(_frames(2, model))
+    assert prefix.shape == (2, config.resampler.queries, model.lm.get_input_embeddings().embedding_dim)
+    assert torch.isfinite(prefix).all()
+
+
 def test_loss_is_only_on_caption_tokens(model):
     frames = _frames(2, model)
     ids = torch.tensor([[0, 10, 11, 12, 1, 2, 2], [0, 20, 21, 1, 2, 2, 2]])  # bos … eos pad
