@@ -73,19 +73,15 @@ def train_dit_cmd(
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with --ray-workers)."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads.")) -> None:
     """Train the text-to-video DiT on packed native-resolution clips (torchrun-aware; --ray-workers for Ray)."""
-    from generator.data import DataConfig
-    from generator.flow import FlowConfig
-    from generator.text import TextConfig
-    from generator.train import TrainConfig, train_dit
-    minutes, steps = _budget(minutes, steps, 1000)
+    from generator.train import train_dit
+    from pipelines.jobs.kinds import TrainDitJobSpec
     try:
-        text = TextConfig(kind="hf", checkpoint=text_hf) if text_hf else \
-            TextConfig(model=text_model, checkpoint=text_checkpoint)
-        data = DataConfig(token_budget=token_budget, max_pixels=max_pixels, min_pixels=min_pixels,
-                          max_frames=max_frames, num_workers=workers)
-        flow = FlowConfig(logit_mean=logit_mean, base_tokens=shift_base)
-        cfg = TrainConfig(root=root, dataset=dataset, model=config, autoencoder=vae, text=text, data=data, flow=flow,
-                          steps=steps, minutes=minutes, lr=lr, run_id=run_id, resume=resume, cpu_threads=threads)
+        spec = TrainDitJobSpec(root=root, dataset=dataset, config=config, vae=vae, text_model=text_model,
+                               text_checkpoint=text_checkpoint, text_hf=text_hf, minutes=minutes, steps=steps,
+                               token_budget=token_budget, max_pixels=max_pixels, min_pixels=min_pixels,
+                               max_frames=max_frames, workers=workers, lr=lr, logit_mean=logit_mean,
+                               shift_base=shift_base, run_id=run_id, resume=resume, threads=threads)
+        cfg = spec.train_config()
         if ray_workers:
             from pipelines.train_dit_ray import train_dit_ray
             result = train_dit_ray(replace(cfg, progress=False), ray_workers, address=address)

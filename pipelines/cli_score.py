@@ -33,19 +33,17 @@ def train_clip(root: str = RootOpt,
                frames_per_clip: int = typer.Option(8, "--frames-per-clip", min=1),
                seed: int = typer.Option(0, "--seed"), threads: Optional[int] = ThreadsOpt) -> None:
     """Fit a CLIP (from scratch, or fine-tune --clip-pretrained) on captioned clips with ClipLoss."""
-    from captioner.clip_model import TrainClipConfig
-    from pipelines.score.train import run_train_clip
+    from pipelines.jobs.kinds import TrainClipJobSpec
     open_catalog(root)
     try:
-        config = TrainClipConfig(model=clip_model, pretrained=clip_pretrained, steps=steps,
-                                 batch_size=batch_size, lr=lr or (2e-5 if clip_pretrained else 2e-3),
-                                 max_seconds=max_seconds, seed=seed, threads=threads)
-        result = run_train_clip(root, str(out), config, where=where, sources=sources or None,
-                                frames_per_clip=frames_per_clip)
+        spec = TrainClipJobSpec(root=root, out=str(out), where=where, clip_model=clip_model,
+                                clip_pretrained=clip_pretrained, caption_sources=sources, steps=steps,
+                                batch_size=batch_size, lr=lr, max_seconds=max_seconds,
+                                frames_per_clip=frames_per_clip, seed=seed, threads=threads)
+        result = spec.run()
     except ValueError as e:
         fail(str(e))
-    typer.echo(f"trained {clip_model} for {result.steps} steps in {result.seconds:.1f}s "
-               f"(final loss {result.final_loss:.4f}); checkpoint: {out}")
+    typer.echo(spec.summary(result))
 
 
 def score(root: str = RootOpt,

@@ -141,21 +141,28 @@ class TrainClipJobSpec(_Spec):
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
 
+    def clip_config(self):
+        """The ``TrainClipConfig`` (lr: 2e-3 from scratch, 2e-5 when fine-tuning, unless given)."""
+        from captioner.clip_model import TrainClipConfig
+        return TrainClipConfig(model=self.clip_model, pretrained=self.clip_pretrained, steps=self.steps,
+                               batch_size=self.batch_size, lr=self.lr or (2e-5 if self.clip_pretrained else 2e-3),
+                               max_seconds=self.max_seconds, seed=self.seed, threads=self.threads)
+
+    def run(self):
+        """Train; returns the ``TrainClipResult``."""
+        from pipelines.score.train import run_train_clip
+        return run_train_clip(self.root, self.out, self.clip_config(), where=self.where,
+                              sources=self.caption_sources or None, frames_per_clip=self.frames_per_clip)
+
+    def summary(self, r) -> str:
+        return (f"trained {self.clip_model} for {r.steps} steps in {r.seconds:.1f}s "
+                f"(final loss {r.final_loss:.4f}); checkpoint: {self.out}")
+
 
 def run_train_clip_job(spec: TrainClipJobSpec, job_id: str) -> str:
-    from captioner.clip_model import TrainClipConfig
-    from pipelines.score.train import run_train_clip
-
     def train():
-        config = TrainClipConfig(model=spec.clip_model, pretrained=spec.clip_pretrained,
-                                 steps=spec.steps, batch_size=spec.batch_size,
-                                 lr=spec.lr or (2e-5 if spec.clip_pretrained else 2e-3),
-                                 max_seconds=spec.max_seconds, seed=spec.seed, threads=spec.threads)
-        r = run_train_clip(spec.root, spec.out, config, where=spec.where,
-                           sources=spec.caption_sources or None, frames_per_clip=spec.frames_per_clip)
-        text = (f"trained {spec.clip_model} for {r.steps} steps in {r.seconds:.1f}s "
-                f"(final loss {r.final_loss:.4f}); checkpoint: {spec.out}")
-        return {"steps": r.steps, "seconds": r.seconds, "final_loss": r.final_loss, "out": spec.out}, text
+        r = spec.run()
+        return {"steps": r.steps, "seconds": r.seconds, "final_loss": r.final_loss, "out": spec.out}, spec.summary(r)
     return _recorded(spec, "train-clip", job_id, train)
 
 
@@ -202,31 +209,36 @@ class TrainDitJobSpec(_Spec):
     run_id: Optional[str] = None
     resume: bool = False
     ray_workers: int = Field(0, ge=0)
+    address: Optional[str] = None  # Ray cluster address (with ray_workers)
     threads: Optional[int] = Field(None, ge=1)
+
+
+    def train_config(self):
+        """The ``generator.train.TrainConfig`` these options describe (1000 steps without a budget)."""
+        from generator.data import DataConfig
+        from generator.flow import FlowConfig
+        from generator.text import TextConfig
+        from generator.train import TrainConfig
+        text = TextConfig(kind="hf", checkpoint=self.text_hf) if self.text_hf else \
+            TextConfig(model=self.text_model, checkpoint=self.text_checkpoint)
+        data = DataConfig(token_budget=self.token_budget, max_pixels=self.max_pixels, min_pixels=self.min_pixels,
+                          max_frames=self.max_frames, num_workers=self.workers)
+        return TrainConfig(root=self.root, dataset=self.dataset, model=self.config, autoencoder=self.vae,
+                           text=text, data=data, flow=FlowConfig(logit_mean=self.logit_mean, base_tokens=self.shift_base),
+                           steps=self.steps if self.steps or self.minutes else 1000, minutes=self.minutes,
+                           lr=self.lr, run_id=self.run_id, resume=self.resume, cpu_threads=self.threads)
 
 
 def run_train_dit_job(spec: TrainDitJobSpec, job_id: str) -> str:
     from dataclasses import replace
 
-    from generator.data import DataConfig
-    from generator.flow import FlowConfig
-    from generator.text import TextConfig
-    from generator.train import TrainConfig, train_dit
+    from generator.train import train_dit
 
     def train():
-        text = TextConfig(kind="hf", checkpoint=spec.text_hf) if spec.text_hf else \
-            TextConfig(model=spec.text_model, checkpoint=spec.text_checkpoint)
-        steps = spec.steps if spec.steps or spec.minutes else 1000
-        data = DataConfig(token_budget=spec.token_budget, max_pixels=spec.max_pixels, min_pixels=spec.min_pixels,
-                          max_frames=spec.max_frames, num_workers=spec.workers)
-        cfg = TrainConfig(root=spec.root, dataset=spec.dataset, model=spec.config, autoencoder=spec.vae,
-                          text=text, data=data,
-                          flow=FlowConfig(logit_mean=spec.logit_mean, base_tokens=spec.shift_base),
-                          steps=steps, minutes=spec.minutes, lr=spec.lr, run_id=spec.run_id,
-                          resume=spec.resume, cpu_threads=spec.threads, progress=False)
+        cfg = replace(spec.train_config(), progress=False)
         if spec.ray_workers:
             from pipelines.train_dit_ray import train_dit_ray
-            r = train_dit_ray(replace(cfg, progress=False), spec.ray_workers)
+            r = train_dit_ray(cfg, spec.ray_workers, address=spec.address)
             return {"run_id": r.run_id, "checkpoint": str(r.checkpoint)}, \
                 f"Ray Train run {r.run_id} -> {r.checkpoint}"
         r = train_dit(cfg)

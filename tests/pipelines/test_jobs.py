@@ -1,6 +1,6 @@
 """Job specs and the Ray Jobs API: validate before submitting, one job id in Ray and the catalog.
 
-The Ray tests share one local head per session (``ray_head``: started here or attached to, the
+The Ray tests share one local head per session (``ray_head`` in conftest.py: started or attached to, the
 schedule tests use the same one) and stop it at the end, whatever happened.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.jobs.head import attached_head, find_head, state_path
+from pipelines.jobs.head import find_head, state_path
 from pipelines.jobs.records import job_row, stage_stats
 from pipelines.jobs.specs import KINDS, parse_spec
 from pipelines.jobs.submit import JobsClient
@@ -22,23 +22,6 @@ from pipelines.synth.oddities import GOOD_SPECS, write_video
 from storage import Catalog, CorpusRoot
 
 FAST_CONFIG = {"detector": {"name": "content"}, "runner": {"kind": "local"}}
-
-
-@pytest.fixture(scope="session")
-def ray_home(tmp_path_factory) -> Path:
-    """One VIDCORPUS_HOME for the session, so both test modules find the same head."""
-    home = tmp_path_factory.getbasetemp() / "vidcorpus-home"
-    home.mkdir(exist_ok=True)
-    return home
-
-
-@pytest.fixture(scope="session")
-def ray_head(ray_home):
-    """A local head for the session (stopped at the end only by the fixture that started it)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VIDCORPUS_HOME", str(ray_home))
-        with attached_head(num_cpus=2, home=ray_home) as state:
-            yield state
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.jobs.head import attached_head
 from pipelines.jobs.schedules import (Schedule, ScheduleStore, due_slot, parse_every, run_scheduler)
 from pipelines.jobs.submit import JobsClient
 from pipelines.jobspec import JobSpecError
@@ -145,22 +144,7 @@ def test_rules_are_validated():
         Schedule(name="../x", every_s=1, spec=SPEC)
 
 
-# ---------------------------------------------------------------- on a real Ray head
-@pytest.fixture(scope="session")
-def ray_home(tmp_path_factory) -> Path:
-    """Same home as test_jobs.py: whichever module runs first starts the head, the other attaches."""
-    home = tmp_path_factory.getbasetemp() / "vidcorpus-home"
-    home.mkdir(exist_ok=True)
-    return home
-
-
-@pytest.fixture(scope="session")
-def ray_head(ray_home):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VIDCORPUS_HOME", str(ray_home))
-        with attached_head(num_cpus=2, home=ray_home) as state:
-            yield state
-
+# ---------------------------------------------------------------- on a real Ray head (conftest.py)
 
 def test_scheduler_on_ray_runs_twice_without_overlap(ray_head, ray_home, tmp_path):
     videos, root = tmp_path / "videos", tmp_path / "root"
