@@ -1,6 +1,6 @@
 """Captioner quality on the synthetic world: attribute accuracy and CIDEr, captioner vs alt text.
 
-    python benchmarks/captioner_quality.py [--videos 80] [--minutes 10] [--write-results]
+    python benchmarks/captioner_quality.py [--videos 400] [--minutes 10] [--write-results]
     python benchmarks/captioner_quality.py --quick      # ~1 minute: the loss falls, captions parse
 
 Renders a world, cuts its clean shots into clips (ground truth from truth.json), and holds out
@@ -134,7 +134,7 @@ def write_section(text: str, path: Path = RESULTS, section: str = SECTION) -> No
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--videos", type=int, default=80)
+    p.add_argument("--videos", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--max-side", type=int, default=160)

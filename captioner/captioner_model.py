@@ -17,6 +17,17 @@ synthetic world: a tiny tower that sees colour memorises clips by it instead of 
 shapes; without colour it learns shapes from a direct label, but inside the captioner colour
 and background words were then learned far more slowly than with RGB in the tower.)
 
+``vision.object_crops`` S > 0 makes the model take frames of S × S pixels (S above the tower's
+input side) and show the tower two views of each: the whole frame scaled down to the tower's
+input, and a square crop around the pixels that stand out from the frame's median colour (the
+objects, with a margin), scaled to the same input: object-centric views, so a small object's
+shape and colour fill the tower's input instead of a few pixels. The resampler sees the 2·K
+views (a learned view embedding tells them apart) plus, per frame, the crop box (centre, side,
+share of salient pixels) and its change to the next frame: where the objects are, how big they
+are and how they move.
+(Measured on the synthetic world: a 2-layer ViT probe learns shape to 72 % from 32-pixel crops
+in 600 steps, 29 % from whole 64-pixel frames.)
+
 ``resampler.camera_shift`` S > 0 adds, per frame, the correlation of the background's row and
 column profiles (medians, so objects barely count) with the next frame's at shifts −S…S: how
 the camera moved, which object motion is relative to. It is a fixed, non-learned measurement,
@@ -53,11 +64,14 @@ class VideoCaptioner(nn.Module):
         self.config, self.vocab_size = config, vocab_size
         self.frame_encoder = FrameEncoder(config.vision, load_weights)
         self.frame_encoder.requires_grad_(config.vision.trainable)
-        self.image_size = self.frame_encoder.image_size
+        self.tower_size = self.frame_encoder.image_size
+        crop = config.vision.object_crops
+        self.image_size = (crop, crop) if crop else self.tower_size  # the frames the model takes
         r = config.resampler
         self.resampler = TemporalResampler(self.frame_encoder.width, r.width, r.queries, r.layers,
                                            r.heads, r.max_frames, self.frame_encoder.grid,
-                                           r.saliency_init, camera_curve_width(r.camera_shift))
+                                           r.saliency_init, camera_curve_width(r.camera_shift),
+                                           views=2 if crop else 1, box_dim=BOX_FEATURES if crop else 0)
         self.lm = build_lm(config.lm, vocab_size, load_weights, lm_config)
         self.lm.requires_grad_(config.lm.trainable)
         d = self.lm.get_input_embeddings().embedding_dim
@@ -89,16 +103,27 @@ class VideoCaptioner(nn.Module):
         b, k, c, h, w = frames.shape
         assert (c, h, w) == (3, *self.image_size), f"frames {tuple(frames.shape)} vs {self.image_size}"
         pixels = frames.flatten(0, 1).float() / 255.0  # (B·K, 3, H, W)
+        box = None
+        if self.config.vision.object_crops:
+            crops, box = object_crops(pixels, self.tower_size)  # (B·K, 3, h, w), (B·K, 4)
+            pixels = F.interpolate(pixels, size=self.tower_size, mode="area")  # (B·K, 3, h, w)
+            box = box.unflatten(0, (b, k))  # (B, K, 4)
+            box = torch.cat([box, 4.0 * _next_frame_change(box)], dim=-1)  # (B, K, 8): and its motion
         # saliency (B·K, P), patch colour (B·K, P, 6), median (B·K, 3)
         saliency, rgb, median = pixel_statistics(pixels, self.frame_encoder.stride)
-        tokens = self.frame_encoder(self.tower_input(pixels, median, k))  # (B·K, P, Wv)
         camera = None
         if self.config.resampler.camera_shift:
-            deviation = pixels - median[..., None, None]  # (B·K, 3, H, W)
+            deviation = pixels - median[..., None, None]  # (B·K, 3, h, w)
             camera = camera_shift_curves(deviation, k, self.config.resampler.camera_shift)  # (B, K, F)
-        latents = self.resampler(tokens.unflatten(0, (b, k)), saliency.unflatten(0, (b, k)),
-                                 rgb.unflatten(0, (b, k)), median.unflatten(0, (b, k)),
-                                 camera)  # (B, Q, Wr)
+        views = [(pixels, saliency, rgb, median)]
+        if box is not None:
+            views.append((crops, *pixel_statistics(crops, self.frame_encoder.stride)))
+        tokens = torch.cat([self.frame_encoder(self.tower_input(px, med, k)).unflatten(0, (b, k))
+                            for px, _, _, med in views], dim=1)  # (B, V·K, P, Wv)
+
+        def stack(i: int) -> torch.Tensor:  # the views' statistic i, (B, V·K, …)
+            return torch.cat([v[i].unflatten(0, (b, k)) for v in views], dim=1)
+        latents = self.resampler(tokens, stack(1), stack(2), stack(3), camera, box)  # (B, Q, Wr)
         return self.projector(latents)  # (B, Q, D)
 
     def forward(self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -142,6 +167,52 @@ class VideoCaptioner(nn.Module):
             out = self.lm(input_ids=nxt[:, None], past_key_values=out.past_key_values,
                           use_cache=True)  # logits: (B, 1, V)
         return torch.stack(tokens, dim=1)  # (B, T_gen)
+
+
+BOX_FEATURES = 8  # per frame: crop centre (x, y), side, salient share; and their change to the next
+CROP_MARGIN = 0.35  # the crop adds this share of the salient box's side on each side
+CROP_MIN_SIDE = 0.2  # … and is at least this share of the frame's side
+
+
+def object_crops(pixels: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A square crop of each frame around what stands out from its background.
+
+    ``pixels`` (N, 3, H, W) in [0, 1] → crops (N, 3, *size) and box features (N, 4): the crop's
+    centre (−1…1, as ``affine_grid`` takes it), its side (frame units 0…2, minus 1) and the share
+    of salient pixels (× 8, minus 1). Salient: Σ|pixel − the frame's median colour| over RGB above
+    SILHOUETTE_FLOOR + SILHOUETTE_RISE / 2 (objects, not the faint background texture); the box
+    spans the 2nd to 98th percentile of their rows and columns, so a stray pixel does not
+    stretch it. A frame with no salient pixel gives the whole frame.
+    """
+    n, _, h, w = pixels.shape
+    pooled = F.avg_pool2d(pixels, 4) if min(h, w) >= 16 else pixels
+    median = pooled.flatten(2).median(dim=2).values  # (N, 3)
+    mask = (pixels - median[..., None, None]).abs().sum(1) > SILHOUETTE_FLOOR + SILHOUETTE_RISE / 2  # (N, H, W)
+    share = mask.float().mean(dim=(1, 2))  # (N,)
+    y0, y1 = _mass_range(mask.float().sum(2))  # (N,) in pixels, rows
+    x0, x1 = _mass_range(mask.float().sum(1))  # (N,) columns
+    cx, cy = (x0 + x1 + 1) / w - 1, (y0 + y1 + 1) / h - 1  # (N,) centre in −1…1
+    side = torch.maximum((x1 - x0 + 1) / w, (y1 - y0 + 1) / h) * 2 * (1 + 2 * CROP_MARGIN)  # (N,)
+    side = side.clamp(min=2 * CROP_MIN_SIDE, max=2.0)
+    empty = share == 0
+    cx, cy, side = cx.masked_fill(empty, 0.0), cy.masked_fill(empty, 0.0), side.masked_fill(empty, 2.0)
+    theta = torch.zeros(n, 2, 3, dtype=pixels.dtype, device=pixels.device)
+    theta[:, 0, 0], theta[:, 1, 1] = side / 2, side / 2
+    theta[:, 0, 2], theta[:, 1, 2] = cx, cy
+    grid = F.affine_grid(theta, [n, 3, *size], align_corners=False)  # (N, h, w, 2)
+    crops = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    box = torch.stack([cx, cy, side - 1, 8 * share - 1], dim=1)  # (N, 4), roughly unit range
+    return crops, box
+
+
+def _mass_range(counts: torch.Tensor, lo: float = 0.02, hi: float = 0.98) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last index (N,) between which the mass of ``counts`` (N, L) lies, trimming
+    ``lo`` and ``1 − hi`` of it at the ends (meaningless for all zeros: callers mask those)."""
+    cum = counts.cumsum(1)  # (N, L)
+    total = cum[:, -1:].clamp(min=1e-6)  # (N, 1)
+    first = (cum < lo * total).sum(1).float()  # (N,)
+    last = (cum < hi * total).sum(1).float()  # (N,)
+    return first, last.clamp(max=counts.shape[1] - 1)
 
 
 def motion_channels(deviation: torch.Tensor, k: int) -> torch.Tensor:

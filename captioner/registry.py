@@ -32,6 +32,8 @@ class VisionConfig(_Frozen):
     input: Literal["rgb", "rgb_silhouette", "silhouette_motion",
                    "rgb_silhouette_motion"] = "rgb"  # what the tower sees: see captioner_model
     token_layer: int = Field(2, ge=0, le=4)  # ModifiedResNet block whose feature map gives tokens
+    object_crops: int = Field(0, ge=0)  # > 0: frames come at this side; the tower sees each frame
+    #   downscaled plus a crop around what stands out from its background (see captioner_model)
 
     @model_validator(mode="after")
     def _inline_needs_cfg(self):

@@ -6,6 +6,7 @@ Every token of every frame enters with what it is and where and when it is:
       + MLP([patch mean and foreground RGB, frame median RGB]) colour skip from the pixels
       + time_embed[frame] + patch_embed[position]             sinusoidal at init, then learned
       + MLP(camera shift curves of the frame)                 when ``camera_dim`` > 0
+      + view_embed[view] + MLP(object box of the frame)       when ``views`` = 2 (object crops)
 
 Queries attend over [all K·P tokens, queries] (Flamingo's Perceiver resampler). Half of the
 heads start with a saliency bias on their logits (``scale_h · z``, ``z`` the z-scored pixel
@@ -95,9 +96,9 @@ class TemporalResampler(nn.Module):
 
     def __init__(self, in_width: int, width: int, queries: int, layers: int, heads: int,
                  max_frames: int, grid: tuple[int, int], saliency_init: float = 3.0,
-                 camera_dim: int = 0):
+                 camera_dim: int = 0, views: int = 1, box_dim: int = 0):
         super().__init__()
-        self.max_frames = max_frames
+        self.max_frames, self.views = max_frames, views
         self.token_norm = nn.LayerNorm(in_width)
         self.input_proj = nn.Linear(in_width, width)
         self.contrast_proj = nn.Linear(in_width, width)
@@ -106,6 +107,10 @@ class TemporalResampler(nn.Module):
         if camera_dim:
             self.camera_mlp = nn.Sequential(nn.Linear(camera_dim, width), nn.GELU(),
                                             nn.Linear(width, width))
+        self.box_mlp = None  # per-frame object box (crop centre, side, salient share) → embedding
+        if box_dim:
+            self.box_mlp = nn.Sequential(nn.Linear(box_dim, width), nn.GELU(), nn.Linear(width, width))
+        self.view_embed = nn.Parameter(0.02 * torch.randn(views, width)) if views > 1 else None
         self.time_embed = nn.Parameter(EMBED_SCALE * sincos_embedding(max_frames, width))
         self.patch_embed = nn.Parameter(EMBED_SCALE * sincos_2d(grid, width))
         self.queries = nn.Parameter(0.02 * torch.randn(queries, width))
@@ -115,26 +120,35 @@ class TemporalResampler(nn.Module):
         self.norm = nn.LayerNorm(width)
 
     def embed(self, tokens: torch.Tensor, rgb: torch.Tensor, median: torch.Tensor,
-              camera: torch.Tensor | None = None) -> torch.Tensor:
-        """Media tokens (B, K·P, W) from tokens (B, K, P, Wv), patch colour (B, K, P, 6), median
-        (B, K, 3) and camera-shift curves (B, K, F)."""
-        k, p = tokens.shape[1:3]
+              camera: torch.Tensor | None = None, box: torch.Tensor | None = None) -> torch.Tensor:
+        """Media tokens (B, V·K·P, W) from tokens (B, V·K, P, Wv), patch colour (B, V·K, P, 6),
+        median (B, V·K, 3), camera-shift curves (B, K, F) and object boxes (B, K, 8); the V
+        views of a frame (whole, object crop) are consecutive blocks of K."""
+        vk, p = tokens.shape[1:3]
+        k = vk // self.views
         tokens = self.token_norm(tokens)  # (B, K, P, Wv)
         contrast = tokens - tokens.mean(dim=2, keepdim=True)  # (B, K, P, Wv)
         colour = torch.cat([rgb, median[:, :, None].expand(-1, -1, p, -1)], dim=-1)  # (B, K, P, 9)
         colour = self.colour_mlp((colour - 0.5) / 0.25)  # (B, K, P, W)
         x = self.input_proj(tokens) + self.contrast_proj(contrast) + colour
-        x = x + self.time_embed[:k, None, :] + self.patch_embed[None, :p, :]  # (B, K, P, W)
+        per_frame = self.time_embed[:k].repeat(self.views, 1)  # (V·K, W)
+        if self.view_embed is not None:
+            per_frame = per_frame + self.view_embed.repeat_interleave(k, dim=0)  # (V·K, W)
+        x = x + per_frame[:, None, :] + self.patch_embed[None, :p, :]  # (B, V·K, P, W)
         if self.camera_mlp is not None:
-            x = x + self.camera_mlp(4.0 * camera)[:, :, None, :]  # (B, K, P, W)
-        return x.flatten(1, 2)  # (B, K·P, W)
+            x = x + self.camera_mlp(4.0 * camera).repeat(1, self.views, 1)[:, :, None, :]
+        if self.box_mlp is not None:
+            x = x + self.box_mlp(box).repeat(1, self.views, 1)[:, :, None, :]  # (B, V·K, P, W)
+        return x.flatten(1, 2)  # (B, V·K·P, W)
 
     def forward(self, tokens: torch.Tensor, saliency: torch.Tensor, rgb: torch.Tensor,
-                median: torch.Tensor, camera: torch.Tensor | None = None) -> torch.Tensor:
-        b, k, p, _ = tokens.shape  # tokens: (B, K, P, Wv); saliency: (B, K, P)
-        assert k <= self.max_frames, f"{k} frames > resampler.max_frames {self.max_frames}"
+                median: torch.Tensor, camera: torch.Tensor | None = None,
+                box: torch.Tensor | None = None) -> torch.Tensor:
+        b, vk, p, _ = tokens.shape  # tokens: (B, V·K, P, Wv); saliency: (B, V·K, P)
+        assert vk // self.views <= self.max_frames, f"{vk // self.views} frames > resampler.max_frames {self.max_frames}"
         assert (camera is None) == (self.camera_mlp is None), "camera curves iff camera_dim > 0"
-        x = self.embed(tokens, rgb, median, camera)  # (B, K·P, W)
+        assert (box is None) == (self.box_mlp is None), "object boxes iff object crops"
+        x = self.embed(tokens, rgb, median, camera, box)  # (B, V·K·P, W)
         z = saliency.flatten(1)  # (B, K·P)
         z = ((z - z.mean(1, keepdim=True)) / (z.std(1, keepdim=True) + 1e-6)).clamp(-3, 6)
         q = self.queries.expand(b, -1, -1)  # (B, Q, W)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from captioner.captioner_model import IGNORE, VideoCaptioner, caption_labels
+from captioner.captioner_model import IGNORE, VideoCaptioner, caption_labels, object_crops
 from captioner.registry import list_configs, load_config
 from captioner.tokenizer import CaptionTokenizer, train_bpe
 
@@ -59,6 +59,35 @@ def test_every_tower_input_builds_and_encodes(vision_input):
     assert torch.isfinite(prefix).all()
 
 
+def test_object_crops_find_the_object_and_fill_the_view():
+    """A small square on a textured backdrop: the crop is centred on it and the square spans
+    1/1.7 of the crop's side (margin 0.35 of it each side); a frame with nothing on it gives the
+    whole frame."""
+    g = torch.Generator().manual_seed(0)
+    frames = 0.5 + 0.03 * torch.randn(2, 3, 96, 96, generator=g)  # grey, faint texture
+    frames[0, :, 60:72, 12:24] = torch.tensor([1.0, 0.1, 0.1])[:, None, None]  # red 12-px square
+    crops, box = object_crops(frames.clamp(0, 1), (32, 32))
+    assert crops.shape == (2, 3, 32, 32) and box.shape == (2, 4)
+    cx, cy = box[0, 0].item(), box[0, 1].item()
+    assert abs(cx - (18 / 48 - 1)) < 0.05 and abs(cy - (66 / 48 - 1)) < 0.05  # centre of the square
+    red = (crops[0, 0] > 0.8) & (crops[0, 1] < 0.3)  # (32, 32)
+    assert 0.25 < red.float().mean() < 0.4  # (1 / 1.7) ** 2 ≈ 0.35 of the crop's area
+    assert red[16, 16]  # … and in the middle of it
+    assert box[1, :3].tolist() == [0.0, 0.0, 1.0]  # nothing salient: the whole frame
+
+
+def test_object_crop_views_reach_the_resampler():
+    config = load_config("tiny", vision={"frames": 3, "object_crops": 96})
+    model = VideoCaptioner(config, vocab_size=300).eval()
+    assert model.image_size == (96, 96) and model.tower_size == (64, 64)
+    frames = _frames(2, model)
+    prefix = model.encode_video(frames)
+    assert prefix.shape == (2, config.resampler.queries, model.lm.get_input_embeddings().embedding_dim)
+    moved = frames.clone()
+    moved[:, :, :, :48] = frames[:, :, :, 48:]  # different content: a different prefix
+    assert not torch.allclose(prefix, model.encode_video(moved))
+
+
 def test_loss_is_only_on_caption_tokens(model):
     frames = _frames(2, model)
     ids = torch.tensor([[0, 10, 11, 12, 1, 2, 2], [0, 20, 21, 1, 2, 2, 2]])  # bos … eos pad
@@ -98,7 +127,7 @@ def test_tokenizer_round_trip_and_persistence():
 
 def test_named_configs_validate_and_bad_ones_say_what_to_fix():
     assert {"tiny", "base"} <= set(list_configs())
-    assert load_config("tiny").vision.frames >= 6
+    assert load_config("tiny").vision.frames >= 4  # enough frames for motion to show
     assert load_config("base").tokenizer.kind == "lm"
     with pytest.raises(ValueError, match="open_clip_cfg"):
         load_config("tiny", vision={"open_clip_cfg": None})
