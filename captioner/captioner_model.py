@@ -187,7 +187,8 @@ def object_crops(pixels: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Ten
     n, _, h, w = pixels.shape
     pooled = F.avg_pool2d(pixels, 4) if min(h, w) >= 16 else pixels
     median = pooled.flatten(2).median(dim=2).values  # (N, 3)
-    mask = (pixels - median[..., None, None]).abs().sum(1) > SILHOUETTE_FLOOR + SILHOUETTE_RISE / 2  # (N, H, W)
+    deviation = (pixels - median[..., None, None]).abs().sum(1)  # (N, H, W)
+    mask = deviation > SILHOUETTE_FLOOR + SILHOUETTE_RISE / 2  # (N, H, W)
     share = mask.float().mean(dim=(1, 2))  # (N,)
     y0, y1 = _mass_range(mask.float().sum(2))  # (N,) in pixels, rows
     x0, x1 = _mass_range(mask.float().sum(1))  # (N,) columns
@@ -205,7 +206,8 @@ def object_crops(pixels: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Ten
     return crops, box
 
 
-def _mass_range(counts: torch.Tensor, lo: float = 0.02, hi: float = 0.98) -> tuple[torch.Tensor, torch.Tensor]:
+def _mass_range(counts: torch.Tensor, lo: float = 0.02,
+                hi: float = 0.98) -> tuple[torch.Tensor, torch.Tensor]:
     """First and last index (N,) between which the mass of ``counts`` (N, L) lies, trimming
     ``lo`` and ``1 − hi`` of it at the ends (meaningless for all zeros: callers mask those)."""
     cum = counts.cumsum(1)  # (N, L)

@@ -8,11 +8,12 @@ Every token of every frame enters with what it is and where and when it is:
       + MLP(camera shift curves of the frame)                 when ``camera_dim`` > 0
       + view_embed[view] + MLP(object box of the frame)       when ``views`` = 2 (object crops)
 
-Queries attend over [all K·P tokens, queries] (Flamingo's Perceiver resampler). Half of the
-heads start with a saliency bias on their logits (``scale_h · z``, ``z`` the z-scored pixel
-deviation of the patch from its frame's median colour): from the first step they look at what
-stands out from the background — the objects — while the other heads start uniform
-(background, camera). Scales are learned, so the prior fades where it does not help.
+Queries attend over [all V·K·P tokens (V = 1, or 2 with object crops), queries] (Flamingo's
+Perceiver resampler). Half of the heads start with a saliency bias on their logits
+(``scale_h · z``, ``z`` the z-scored pixel deviation of the patch from its frame's median
+colour): from the first step they look at what stands out from the background — the objects —
+while the other heads start uniform (background, camera). Scales are learned, so the prior
+fades where it does not help.
 """
 from __future__ import annotations
 
@@ -126,10 +127,10 @@ class TemporalResampler(nn.Module):
         views of a frame (whole, object crop) are consecutive blocks of K."""
         vk, p = tokens.shape[1:3]
         k = vk // self.views
-        tokens = self.token_norm(tokens)  # (B, K, P, Wv)
-        contrast = tokens - tokens.mean(dim=2, keepdim=True)  # (B, K, P, Wv)
-        colour = torch.cat([rgb, median[:, :, None].expand(-1, -1, p, -1)], dim=-1)  # (B, K, P, 9)
-        colour = self.colour_mlp((colour - 0.5) / 0.25)  # (B, K, P, W)
+        tokens = self.token_norm(tokens)  # (B, V·K, P, Wv)
+        contrast = tokens - tokens.mean(dim=2, keepdim=True)  # (B, V·K, P, Wv)
+        colour = torch.cat([rgb, median[:, :, None].expand(-1, -1, p, -1)], dim=-1)  # (B, V·K, P, 9)
+        colour = self.colour_mlp((colour - 0.5) / 0.25)  # (B, V·K, P, W)
         x = self.input_proj(tokens) + self.contrast_proj(contrast) + colour
         per_frame = self.time_embed[:k].repeat(self.views, 1)  # (V·K, W)
         if self.view_embed is not None:
@@ -145,11 +146,12 @@ class TemporalResampler(nn.Module):
                 median: torch.Tensor, camera: torch.Tensor | None = None,
                 box: torch.Tensor | None = None) -> torch.Tensor:
         b, vk, p, _ = tokens.shape  # tokens: (B, V·K, P, Wv); saliency: (B, V·K, P)
-        assert vk // self.views <= self.max_frames, f"{vk // self.views} frames > resampler.max_frames {self.max_frames}"
+        k = vk // self.views
+        assert k <= self.max_frames, f"{k} frames > resampler.max_frames {self.max_frames}"
         assert (camera is None) == (self.camera_mlp is None), "camera curves iff camera_dim > 0"
         assert (box is None) == (self.box_mlp is None), "object boxes iff object crops"
         x = self.embed(tokens, rgb, median, camera, box)  # (B, V·K·P, W)
-        z = saliency.flatten(1)  # (B, K·P)
+        z = saliency.flatten(1)  # (B, V·K·P)
         z = ((z - z.mean(1, keepdim=True)) / (z.std(1, keepdim=True) + 1e-6)).clamp(-3, 6)
         q = self.queries.expand(b, -1, -1)  # (B, Q, W)
         for layer, scale in zip(self.layers, self.saliency_scale):
