@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioner.registry import CaptionerConfig
-from captioner.resampler import TemporalResampler, pixel_statistics
+from captioner.resampler import TemporalResampler, frame_median, pixel_statistics
 from captioner.towers import FrameEncoder, build_lm
 
 IGNORE = -100  # label of positions without loss (visual prefix, bos, padding)
@@ -185,8 +185,7 @@ def object_crops(pixels: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Ten
     stretch it. A frame with no salient pixel gives the whole frame.
     """
     n, _, h, w = pixels.shape
-    pooled = F.avg_pool2d(pixels, 4) if min(h, w) >= 16 else pixels
-    median = pooled.flatten(2).median(dim=2).values  # (N, 3)
+    median = frame_median(pixels)  # (N, 3)
     deviation = (pixels - median[..., None, None]).abs().sum(1)  # (N, H, W)
     mask = deviation > SILHOUETTE_FLOOR + SILHOUETTE_RISE / 2  # (N, H, W)
     share = mask.float().mean(dim=(1, 2))  # (N,)

@@ -45,16 +45,22 @@ def sincos_2d(grid: tuple[int, int], width: int) -> torch.Tensor:
     return torch.cat([rows, cols], dim=-1).flatten(0, 1)  # (gh·gw, W)
 
 
+def frame_median(pixels: torch.Tensor) -> torch.Tensor:
+    """Median RGB (N, 3) of each frame (N, 3, H, W): the background colour of a synthetic shot.
+    Taken over 4×4-pixel means (16× fewer values, the same background colour)."""
+    pooled = F.avg_pool2d(pixels, 4) if min(pixels.shape[-2:]) >= 16 else pixels  # (N, 3, H/4, W/4)
+    return pooled.flatten(2).median(dim=2).values  # (N, 3)
+
+
 def pixel_statistics(pixels: torch.Tensor, stride: int) -> tuple[torch.Tensor, ...]:
     """Per patch of ``stride`` pixels: saliency and colour; per frame: median RGB.
 
     ``pixels`` (N, 3, H, W) in [0, 1] → saliency (N, P), patch colour (N, P, 6), median (N, 3).
     Patch colour is the mean RGB and the foreground RGB (pixels weighted by their squared
     deviation from the median: the colour of a small object inside the patch, not a blend).
-    The median is taken over 4×4-pixel means (16× fewer values, the same background colour).
+    The median is :func:`frame_median`.
     """
-    pooled = F.avg_pool2d(pixels, 4) if min(pixels.shape[-2:]) >= 16 else pixels  # (N, 3, H/4, W/4)
-    median = pooled.flatten(2).median(dim=2).values  # (N, 3)
+    median = frame_median(pixels)  # (N, 3)
     deviation = (pixels - median[..., None, None]).abs().sum(dim=1, keepdim=True)  # (N, 1, H, W)
     saliency = F.avg_pool2d(deviation, stride).flatten(1)  # (N, P)
     weight = deviation.square() + 1e-6  # (N, 1, H, W)
