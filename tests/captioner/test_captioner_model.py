@@ -79,8 +79,9 @@ def test_object_crops_find_the_object_and_fill_the_view():
 def test_object_crop_views_reach_the_resampler():
     config = load_config("tiny", vision={"frames": 3, "object_crops": 96})
     model = VideoCaptioner(config, vocab_size=300).eval()
-    assert model.image_size == (96, 96) and model.tower_size == (64, 64)
     frames = _frames(2, model)
+    with pytest.raises(AssertionError, match="vs"):  # it takes 96-px frames, not the tower's 64
+        model.encode_video(torch.zeros(2, 3, 3, 64, 64, dtype=torch.uint8))
     prefix = model.encode_video(frames)
     assert prefix.shape == (2, config.resampler.queries, model.lm.get_input_embeddings().embedding_dim)
     moved = frames.clone()

@@ -2,7 +2,6 @@
 reuses every finished stage."""
 
 import math
-import time
 
 import av
 import pytest
@@ -34,9 +33,7 @@ def test_recipe_trains_samples_and_reuses_finished_work(root):
     assert len(frames) == 9 and frames[0].shape == (64, 96, 3)
 
     mp4_written = first["mp4"].stat().st_mtime_ns
-    t0 = time.perf_counter()
     second = train_demo_generator(root, "toy", PROMPT, vae_minutes=0.1, dit_minutes=0.1, progress=False)
-    assert time.perf_counter() - t0 < 5
     assert second["reused"] == {"vae": True, "latents": True, "dit": True, "mp4": True}
     for key in ("vae_checkpoint", "dit_checkpoint", "mp4", "vae_recon_l1", "dit_loss", "dit_steps"):
         assert second[key] == first[key], key
