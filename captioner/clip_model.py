@@ -11,9 +11,9 @@ open_clip entry point builds them by name::
 :func:`train_clip` fits a model from scratch, or fine-tunes one loaded from local weights, with
 a CLIP contrastive loss on frames the caller decoded (a few per clip: each step picks a
 different frame and caption of each clip, then jitters the frame: :func:`augment`). Equal
-captions in a batch count as positives of each other (:func:`contrastive_loss`); optionally a
-share of the batches holds clips over one backdrop colour (:func:`dominant_colour_groups`,
-``hard_batch_share``; off by default: no clear gain measured yet). The learning rate anneals
+captions in a batch count as positives of each other (:func:`contrastive_loss`). (Batches drawn
+from clips over one backdrop colour were tried and gave no gain: benchmarks/RESULTS.md, "Filter
+quality".) The learning rate anneals
 over steps or the time budget, whichever runs out first (:func:`lr_factor`). The checkpoint is
 a plain dict whose ``state_dict`` open_clip loads directly.
 """
@@ -116,8 +116,6 @@ class TrainClipConfig:
     log_every: int = 50
     threads: int | None = None  # torch intra-op threads; 1 is fastest on a busy small machine
     augment: bool = True  # zoom / shift / mirror / brightness jitter of every training frame
-    hard_batch_share: float = 0.0  # share of batches drawn from one dominant-colour group (0: off)
-    colour_groups: int = 8  # k of the k-means over clips' median colours
 
     def __post_init__(self) -> None:
         check_local_weights(self.pretrained)
@@ -151,8 +149,7 @@ def train_clip(frames: np.ndarray, texts: list[list[str]], config: TrainClipConf
     model, tokenizer = create_clip(config.model, config.pretrained)
     size = image_size(model)
     assert frames.shape[2] == size, f"frames are {frames.shape[2]}px, {config.model} wants {size}px"
-    groups = dominant_colour_groups(frames, config.colour_groups, config.seed) if config.hard_batch_share else None
-    batches = _Batches(texts, tokenizer, config.seed, groups, config.hard_batch_share)
+    batches = _Batches(texts, tokenizer, config.seed)
     pixels = torch.from_numpy(np.ascontiguousarray(frames))  # (N, F, S, S, 3) uint8
     optimizer = _optimizer(model, config)
     result = _fit(model, pixels, batches, optimizer, config, on_log)
@@ -164,13 +161,10 @@ class _Batches:
     """Pre-tokenised captions and the order of clips (distinct clips within a batch).
 
     Captions that tokenise the same (``"Blue Background"``, ``"blue background"``) share one
-    row, so the loss treats them as one text. With ``groups`` (a group label per clip), a share
-    ``hard_share`` of the batches is drawn from a single group: hard negatives that the cheap
-    cue defining the groups cannot tell apart.
+    row, so the loss treats them as one text.
     """
 
-    def __init__(self, texts: list[list[str]], tokenizer, seed: int, groups: np.ndarray | None = None,
-                 hard_share: float = 0.0):
+    def __init__(self, texts: list[list[str]], tokenizer, seed: int):
         import torch
         unique = sorted({t for clip in texts for t in clip})
         where = {t: i for i, t in enumerate(unique)}
@@ -178,43 +172,16 @@ class _Batches:
         self.choices = [row[[where[t] for t in clip]].numpy() for clip in texts]
         self.rng = np.random.default_rng(seed)
         self.order: list[int] = []
-        self.hard_share = hard_share if groups is not None else 0.0
-        members = [np.flatnonzero(groups == g) for g in np.unique(groups)] if groups is not None else []
-        self.groups = [m for m in members if len(m) >= 2]
 
     def draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(clip indices, caption rows) of the next batch: a random caption of each clip."""
         batch_size = min(batch_size, len(self.choices))
-        if self.groups and self.rng.random() < self.hard_share:
-            group = self.groups[int(self.rng.integers(len(self.groups)))]
-            clips = self.rng.permutation(group)[:batch_size]
-        else:
-            if len(self.order) < batch_size:
-                self.order = self.rng.permutation(len(self.choices)).tolist()
-            clips = np.array(self.order[:batch_size])
-            del self.order[:batch_size]
+        if len(self.order) < batch_size:
+            self.order = self.rng.permutation(len(self.choices)).tolist()
+        clips = np.array(self.order[:batch_size])
+        del self.order[:batch_size]
         texts = np.array([self.rng.choice(self.choices[i]) for i in clips])
         return clips, texts
-
-
-def dominant_colour_groups(frames: np.ndarray, n_groups: int, seed: int = 0, iters: int = 10) -> np.ndarray:
-    """Group label (N,) of each clip by its median colour (k-means): clips over the same backdrop.
-
-    ``frames`` (N, F, S, S, 3) uint8. The backdrop is the easiest cue for a contrastive model
-    and, over plain backgrounds, lets it match captions by background alone; batches inside one
-    group force it to look at what lies on top.
-    """
-    colour = np.median(frames[:, :, ::4, ::4].reshape(len(frames), -1, 3), axis=1).astype(np.float32)  # (N, 3)
-    rng = np.random.default_rng(seed)
-    k = max(1, min(n_groups, len(frames)))
-    centres = [colour[rng.integers(len(colour))]]
-    for _ in range(k - 1):  # farthest-point start: every distinct backdrop gets a centre
-        centres.append(colour[((colour[:, None] - np.stack(centres)[None]) ** 2).sum(-1).min(1).argmax()])
-    centres = np.stack(centres)
-    for _ in range(iters):
-        labels = ((colour[:, None] - centres[None]) ** 2).sum(-1).argmin(1)  # (N,)
-        centres = np.stack([colour[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(k)])
-    return labels
 
 
 def _optimizer(model, config: TrainClipConfig):
