@@ -34,6 +34,27 @@ class VisionConfig(_Frozen):
     token_layer: int = Field(2, ge=0, le=4)  # ModifiedResNet block whose feature map gives tokens
     object_crops: int = Field(0, ge=0)  # > 0: frames come at this side; the tower sees each frame
     #   downscaled plus a crop around what stands out from its background (see captioner_model)
+    max_objects: int = Field(1, ge=1, le=2)  # object crops per frame: 1 around everything
+    #   salient, or 2 (split at the widest empty band between two objects; see captioner_model)
+    crop_colour: bool = True  # False: the object crops reach the tower without their RGB
+    #   channels (silhouette and motion only), so it learns shapes there instead of colours
+    pooled_tokens: bool = False  # the whole tower's pooled embedding of each frame's object crop
+    #   (or of the frame, without crops) also goes to the LM as a prefix token (see captioner_model)
+    word_head: float = Field(0.0, ge=0.0)  # > 0 (needs pooled_tokens): weight of an auxiliary
+    #   loss predicting which caption tokens occur from those pooled embeddings (training only)
+
+    @model_validator(mode="after")
+    def _colour_free_crops_need_silhouettes(self):
+        if not self.crop_colour and self.input not in ("rgb_silhouette", "rgb_silhouette_motion"):
+            raise ValueError("vision.crop_colour false needs vision.input 'rgb_silhouette' or "
+                             "'rgb_silhouette_motion' (the crops keep those channels)")
+        return self
+
+    @model_validator(mode="after")
+    def _word_head_needs_pooled(self):
+        if self.word_head and not self.pooled_tokens:
+            raise ValueError("vision.word_head > 0 needs vision.pooled_tokens: true")
+        return self
 
     @model_validator(mode="after")
     def _inline_needs_cfg(self):
@@ -53,6 +74,11 @@ class ResamplerConfig(_Frozen):
     max_frames: int = Field(64, ge=1)
     saliency_init: float = 3.0  # initial saliency-bias scale of half the heads (0: plain attention)
     camera_shift: int = Field(0, ge=0)  # > 0: per-frame background-shift curves at ±this many px
+    crop_tokens: bool = True  # False: the queries attend over the whole frames' tokens only; the
+    #   object crops reach the LM through their pooled tokens (needs vision.pooled_tokens)
+    track_token: bool = False  # the clip's object-box and camera trajectory → one prefix token
+    colour_token: bool = False  # the clip's object and background colours (measured per crop and
+    #   frame, all frames) → one prefix token (needs vision.object_crops)
 
 
 class LMConfig(_Frozen):

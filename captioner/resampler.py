@@ -6,9 +6,9 @@ Every token of every frame enters with what it is and where and when it is:
       + MLP([patch mean and foreground RGB, frame median RGB]) colour skip from the pixels
       + time_embed[frame] + patch_embed[position]             sinusoidal at init, then learned
       + MLP(camera shift curves of the frame)                 when ``camera_dim`` > 0
-      + view_embed[view] + MLP(object box of the frame)       when ``views`` = 2 (object crops)
+      + view_embed[view] + MLP(object boxes of the frame)     when ``views`` > 1 (object crops)
 
-Queries attend over [all V·K·P tokens (V = 1, or 2 with object crops), queries] (Flamingo's
+Queries attend over [all V·K·P tokens (V = 1, or 1 + crops per frame), queries] (Flamingo's
 Perceiver resampler). Half of the heads start with a saliency bias on their logits
 (``scale_h · z``, ``z`` the z-scored pixel deviation of the patch from its frame's median
 colour): from the first step they look at what stands out from the background — the objects —
@@ -114,7 +114,7 @@ class TemporalResampler(nn.Module):
         if camera_dim:
             self.camera_mlp = nn.Sequential(nn.Linear(camera_dim, width), nn.GELU(),
                                             nn.Linear(width, width))
-        self.box_mlp = None  # per-frame object box (crop centre, side, salient share) → embedding
+        self.box_mlp = None  # per-frame object boxes (crop centre, side, salient share) → embedding
         if box_dim:
             self.box_mlp = nn.Sequential(nn.Linear(box_dim, width), nn.GELU(), nn.Linear(width, width))
         self.view_embed = nn.Parameter(0.02 * torch.randn(views, width)) if views > 1 else None
@@ -129,8 +129,8 @@ class TemporalResampler(nn.Module):
     def embed(self, tokens: torch.Tensor, rgb: torch.Tensor, median: torch.Tensor,
               camera: torch.Tensor | None = None, box: torch.Tensor | None = None) -> torch.Tensor:
         """Media tokens (B, V·K·P, W) from tokens (B, V·K, P, Wv), patch colour (B, V·K, P, 6),
-        median (B, V·K, 3), camera-shift curves (B, K, F) and object boxes (B, K, 8); the V
-        views of a frame (whole, object crop) are consecutive blocks of K."""
+        median (B, V·K, 3), camera-shift curves (B, K, F) and object boxes (B, K, Fb); the V
+        views (whole frame, object crops) are consecutive blocks of K frames."""
         vk, p = tokens.shape[1:3]
         k = vk // self.views
         tokens = self.token_norm(tokens)  # (B, V·K, P, Wv)

@@ -3,7 +3,9 @@
 :class:`FrameEncoder` turns an open_clip vision tower into a per-frame patch-token extractor:
 a ``VisionTransformer`` gives all its patch tokens (CLS dropped), a ``ModifiedResNet`` (CLIP's
 ResNet) the feature map of block ``token_layer`` (0 stem, 1–4 layers) as a grid of tokens.
-Blocks after ``token_layer`` and the pooling head are dropped. Weights load from local paths only.
+Blocks after ``token_layer`` and the pooling head are dropped, unless ``vision.pooled_tokens``
+asks for the tower's pooled embedding too (the whole tower runs then). Weights load from local
+paths only.
 """
 from __future__ import annotations
 
@@ -106,9 +108,10 @@ class FrameEncoder(nn.Module):
             self.kind = "vit"
         elif isinstance(self.tower, ModifiedResNet):
             self.kind, self.token_layer = "resnet", cfg.token_layer
-            for i in range(cfg.token_layer + 1, 5):  # blocks after the token layer never run
-                setattr(self.tower, f"layer{i}", nn.Identity())
-            self.tower.attnpool = nn.Identity()
+            if not cfg.pooled_tokens:
+                for i in range(cfg.token_layer + 1, 5):  # blocks after the token layer never run
+                    setattr(self.tower, f"layer{i}", nn.Identity())
+                self.tower.attnpool = nn.Identity()
         else:
             raise ValueError(f"vision.model {cfg.model!r}: the captioner needs an open_clip "
                              "VisionTransformer or ModifiedResNet tower (timm towers give no tokens)")
@@ -118,25 +121,48 @@ class FrameEncoder(nn.Module):
         elif cfg.input == "silhouette_motion":
             self.tower.conv1 = widen_stem(self.tower.conv1, self.in_channels, zero_new=False,
                                           keep_rgb=False)
+        self.pooled = cfg.pooled_tokens
         with torch.no_grad():
             self.tower.eval()
-            fmap = self._feature_map(torch.zeros(1, self.in_channels, *self.image_size))
+            fmap, pooled = self._feature_map(torch.zeros(1, self.in_channels, *self.image_size), 0)
             self.tower.train()
         self.grid, self.width = tuple(fmap.shape[-2:]), fmap.shape[1]
+        self.pooled_width = pooled.shape[-1] if pooled is not None else 0
         self.stride = self.image_size[0] // self.grid[0]
 
-    def _feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, gh, gw) tokens laid out on their grid."""
+    def _feature_map(self, x: torch.Tensor,
+                     pooled_from: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, C, gh, gw) tokens laid out on their grid, and with ``vision.pooled_tokens`` the
+        pooled embedding (N − pooled_from, E) of ``x[pooled_from:]`` (None: no pooled embedding;
+        a ResNet then stops at its token layer, and its later blocks see only those inputs)."""
         if self.kind == "vit":
-            _, tokens = self.tower(x)  # (N, gh·gw, C)
+            emb, tokens = self.tower(x)  # (N, E), (N, gh·gw, C)
             gh, gw = self.tower.grid_size
-            return tokens.transpose(1, 2).unflatten(2, (gh, gw))  # (N, C, gh, gw)
-        out = self.tower.forward_intermediates(x, indices=[self.token_layer], stop_early=True,
-                                               intermediates_only=True)
-        return out["image_intermediates"][0]  # (N, C, gh, gw)
+            fmap = tokens.transpose(1, 2).unflatten(2, (gh, gw))  # (N, C, gh, gw)
+            return fmap, emb[pooled_from:] if self.pooled and pooled_from is not None else None
+        if not self.pooled or pooled_from is None:
+            out = self.tower.forward_intermediates(x, indices=[self.token_layer], stop_early=True,
+                                                   intermediates_only=True)
+            return out["image_intermediates"][0], None  # (N, C, gh, gw)
+        x = fmap = self.tower.stem(x)  # (N, C0, H/4, W/4)
+        for i in range(1, 5):
+            x = getattr(self.tower, f"layer{i}")(x)
+            if i == self.token_layer:
+                fmap, x = x, x[pooled_from:]
+        if self.token_layer == 0:
+            x = x[pooled_from:]  # (only reached when the stem gives the tokens; cheap either way)
+        return fmap, self.tower.attnpool(x)  # (N, C, gh, gw), (N − pooled_from, E)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._feature_map(x).flatten(2).transpose(1, 2)  # (N, P, C)
+    def forward(self, x: torch.Tensor,
+                pooled_from: int | None = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Patch tokens (N, P, C) of all of ``x`` and, with ``vision.pooled_tokens``, the pooled
+        embedding (N − pooled_from, E) of ``x[pooled_from:]`` (None when ``pooled_from`` is None).
+
+        Callers pass all views of a batch in one call: batch-norm statistics are then those of
+        the same mix of views in training and in evaluation.
+        """
+        fmap, emb = self._feature_map(x, pooled_from)
+        return fmap.flatten(2).transpose(1, 2), emb
 
 
 def build_lm(cfg: LMConfig, vocab_size: int, load_weights: bool = True,

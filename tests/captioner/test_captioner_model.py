@@ -40,7 +40,7 @@ def test_forward_shapes(which, request):
     frames = _frames(b, model)
     ids = torch.randint(3, 300, (b, t))
     prefix = model.encode_video(frames)
-    q, d = model.config.resampler.queries, model.lm.get_input_embeddings().embedding_dim
+    q, d = model.prefix_len, model.lm.get_input_embeddings().embedding_dim
     assert prefix.shape == (b, q, d)
     loss, logits = model(frames, ids, torch.ones_like(ids))
     assert logits.shape == (b, q + t, 300)
@@ -51,11 +51,12 @@ def test_forward_shapes(which, request):
 
 @pytest.mark.parametrize("vision_input", ["rgb", "silhouette_motion", "rgb_silhouette_motion"])
 def test_every_tower_input_builds_and_encodes(vision_input):
-    config = load_config("tiny", vision={"input": vision_input, "frames": 3},
+    config = load_config("tiny", vision={"input": vision_input, "frames": 3,
+                                         "crop_colour": vision_input != "rgb_silhouette_motion"},
                          resampler={"camera_shift": 0 if vision_input == "rgb" else 4})
     model = VideoCaptioner(config, vocab_size=300).eval()
     prefix = model.encode_video(_frames(2, model))
-    assert prefix.shape == (2, config.resampler.queries, model.lm.get_input_embeddings().embedding_dim)
+    assert prefix.shape == (2, model.prefix_len, model.lm.get_input_embeddings().embedding_dim)
     assert torch.isfinite(prefix).all()
 
 
@@ -66,14 +67,39 @@ def test_object_crops_find_the_object_and_fill_the_view():
     g = torch.Generator().manual_seed(0)
     frames = 0.5 + 0.03 * torch.randn(2, 3, 96, 96, generator=g)  # grey, faint texture
     frames[0, :, 60:72, 12:24] = torch.tensor([1.0, 0.1, 0.1])[:, None, None]  # red 12-px square
-    crops, box = object_crops(frames.clamp(0, 1), (32, 32))
-    assert crops.shape == (2, 3, 32, 32) and box.shape == (2, 4)
+    crops, box, colours = object_crops(frames.clamp(0, 1), (32, 32))
+    assert crops.shape == (2, 1, 3, 32, 32) and box.shape == (2, 4)
+    crops = crops[:, 0]
     cx, cy = box[0, 0].item(), box[0, 1].item()
     assert abs(cx - (18 / 48 - 1)) < 0.05 and abs(cy - (66 / 48 - 1)) < 0.05  # centre of the square
     red = (crops[0, 0] > 0.8) & (crops[0, 1] < 0.3)  # (32, 32)
     assert 0.25 < red.float().mean() < 0.4  # (1 / 1.7) ** 2 ≈ 0.35 of the crop's area
     assert red[16, 16]  # … and in the middle of it
     assert box[1, :3].tolist() == [0.0, 0.0, 1.0]  # nothing salient: the whole frame
+    assert colours.shape == (2, 2, 3)  # the object's colour, the frame's median
+    assert torch.allclose(colours[0, 0], torch.tensor([1.0, 0.1, 0.1]), atol=0.03)
+    assert torch.allclose(colours[0, 1], torch.full((3,), 0.5), atol=0.03)
+    assert torch.equal(colours[1, 0], colours[1, 1])  # no object: its colour is the median
+
+
+def test_two_object_crops_split_at_the_gap_between_objects():
+    """``max_objects`` 2: a red square on the left and a blue one on the right get a crop
+    each, in that order; one object alone fills both crops and the split flag says so."""
+    g = torch.Generator().manual_seed(0)
+    frames = 0.5 + 0.03 * torch.randn(2, 3, 96, 96, generator=g)
+    frames[:, :, 60:72, 12:24] = torch.tensor([1.0, 0.1, 0.1])[:, None, None]  # red, left
+    frames[0, :, 20:36, 70:86] = torch.tensor([0.1, 0.1, 1.0])[:, None, None]  # blue, right
+    crops, box, colours = object_crops(frames.clamp(0, 1), (32, 32), objects=2)
+    assert crops.shape == (2, 2, 3, 32, 32) and box.shape == (2, 9)
+    assert box[0, 8] == 1.0 and box[1, 8] == -1.0  # split / not split
+    red, blue = crops[0, 0, 0].mean(), crops[0, 1, 2].mean()
+    assert crops[0, 0, 0, 16, 16] > 0.8 and crops[0, 1, 2, 16, 16] > 0.8  # each centred on its own
+    assert crops[0, 0, 2].max() < 0.7 and crops[0, 1, 0].max() < 0.7  # … and not on the other
+    assert red > 0.5 and blue > 0.5
+    assert abs(box[0, 0] - (18 / 48 - 1)) < 0.05 and abs(box[0, 4] - (78 / 48 - 1)) < 0.05
+    assert torch.equal(crops[1, 0], crops[1, 1]) and torch.equal(box[1, :4], box[1, 4:8])
+    assert torch.allclose(colours[0, 0], torch.tensor([1.0, 0.1, 0.1]), atol=0.03)  # red, then
+    assert torch.allclose(colours[0, 1], torch.tensor([0.1, 0.1, 1.0]), atol=0.03)  # blue
 
 
 def test_object_crop_views_reach_the_resampler():
@@ -83,7 +109,7 @@ def test_object_crop_views_reach_the_resampler():
     with pytest.raises(AssertionError, match="vs"):  # it takes 96-px frames, not the tower's 64
         model.encode_video(torch.zeros(2, 3, 3, 64, 64, dtype=torch.uint8))
     prefix = model.encode_video(frames)
-    assert prefix.shape == (2, config.resampler.queries, model.lm.get_input_embeddings().embedding_dim)
+    assert prefix.shape == (2, model.prefix_len, model.lm.get_input_embeddings().embedding_dim)
     moved = frames.clone()
     moved[:, :, :, :48] = frames[:, :, :, 48:]  # different content: a different prefix
     assert not torch.allclose(prefix, model.encode_video(moved))
@@ -98,7 +124,7 @@ def test_loss_is_only_on_caption_tokens(model):
     assert labels[0, 5:].tolist() == [10, 11, 12, 1, IGNORE, IGNORE]
     assert labels[1, 5:].tolist() == [20, 21, 1, IGNORE, IGNORE, IGNORE]
     loss, logits = model(frames, ids, mask)
-    q = model.config.resampler.queries
+    q = model.prefix_len
     manual = F.cross_entropy(torch.cat([logits[0, q:q + 4], logits[1, q:q + 3]]),
                              torch.tensor([10, 11, 12, 1, 20, 21, 1]))
     assert torch.allclose(loss, manual, atol=1e-5)
@@ -128,9 +154,85 @@ def test_tokenizer_round_trip_and_persistence():
 
 def test_named_configs_validate_and_bad_ones_say_what_to_fix():
     assert {"tiny", "base"} <= set(list_configs())
-    assert load_config("tiny").vision.frames >= 4  # enough frames for motion to show
+    assert load_config("tiny").vision.frames >= 3  # enough frames for motion to show
     assert load_config("base").tokenizer.kind == "lm"
     with pytest.raises(ValueError, match="open_clip_cfg"):
         load_config("tiny", vision={"open_clip_cfg": None})
     with pytest.raises(ValueError, match="unknown captioner config"):
         load_config("nope")
+    with pytest.raises(ValueError, match="vision.pooled_tokens"):
+        load_config("tiny", vision={"pooled_tokens": False, "word_head": 1.0})
+    with pytest.raises(ValueError, match="rgb_silhouette"):
+        load_config("tiny", vision={"input": "rgb", "crop_colour": False})
+    with pytest.raises(ValueError, match="max_objects"):
+        load_config("tiny", vision={"max_objects": 3})
+
+
+def _moving_square(k: int, size: int, colour: tuple[float, float, float], step: int) -> torch.Tensor:
+    """(1, k, 3, size, size) uint8: a 16-px square moving ``step`` px per frame over grey."""
+    frames = torch.full((1, k, 3, size, size), 128, dtype=torch.uint8)
+    for t in range(k):
+        x = size // 2 - 8 + step * (t - k // 2)
+        frames[0, t, :, 40:56, x:x + 16] = (torch.tensor(colour) * 255).to(torch.uint8)[:, None, None]
+    return frames
+
+
+@pytest.mark.parametrize("crop_tokens", [True, False])
+def test_pooled_track_and_colour_tokens_join_the_prefix(crop_tokens):
+    """``vision.pooled_tokens`` adds one token per object crop per frame from the whole ResNet
+    tower, ``resampler.track_token`` one from the clip's boxes and camera curves,
+    ``colour_token`` one from its measured colours. With ``crop_colour`` off the pooled and
+    track tokens follow the object's silhouette and path, not its colour; the colour token and
+    the resampler's tokens see colour (with or without crop tokens in the resampler)."""
+    config = load_config("tiny", vision={"frames": 3, "object_crops": 96, "max_objects": 2,
+                                         "crop_colour": False, "pooled_tokens": True,
+                                         "word_head": 1.0},
+                         resampler={"track_token": True, "colour_token": True,
+                                    "crop_tokens": crop_tokens})
+    torch.manual_seed(0)
+    model = VideoCaptioner(config, vocab_size=300).eval()
+    q = config.resampler.queries
+    assert model.prefix_len == q + 2 * 3 + 2
+    left = _moving_square(3, 96, (1.0, 0.1, 0.1), step=-12)
+    prefix = model.encode_video(left)
+    assert prefix.shape == (1, model.prefix_len, model.lm.get_input_embeddings().embedding_dim)
+    recoloured = model.encode_video(_moving_square(3, 96, (0.1, 0.1, 1.0), step=-12))
+    right = model.encode_video(_moving_square(3, 96, (1.0, 0.1, 0.1), step=12))
+    assert torch.allclose(prefix[:, q:-1], recoloured[:, q:-1], atol=1e-5)  # silhouette and path
+    assert not torch.allclose(prefix[:, :q], recoloured[:, :q], atol=1e-3)  # colour still seen
+    assert not torch.allclose(prefix[:, -1], recoloured[:, -1], atol=1e-3)  # … and measured
+    assert not torch.allclose(prefix[:, -2], right[:, -2], atol=1e-3)  # other direction
+    model.train()
+    ids = torch.randint(3, 300, (1, 6))
+    model(left, ids, torch.ones_like(ids))[0].backward()
+    deep = model.frame_encoder.tower.layer4  # runs only for the pooled tokens; they train it
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in deep.parameters())
+    for mlp in (model.track_mlp, model.colour_token_mlp, model.word_head):
+        assert next(mlp.parameters()).grad.abs().sum() > 0  # each new path trains
+
+
+def test_word_loss_counts_the_caption_tokens_that_occur():
+    """The word head's targets are the caption's own tokens (not prefix, bos or padding)."""
+    config = load_config("tiny", vision={"frames": 2, "object_crops": 96, "pooled_tokens": True,
+                                         "word_head": 1.0})
+    model = VideoCaptioner(config, vocab_size=50).eval()
+    pooled = torch.zeros(1, 2, model.frame_encoder.pooled_width)
+    ids = torch.tensor([[0, 10, 11, 10, 1, 2, 2]])  # bos, caption 10 11 10, eos, padding
+    labels = caption_labels(ids, (ids != 2).long(), prefix_len=3)
+    with torch.no_grad():
+        model.word_head.weight.zero_()
+        model.word_head.bias.fill_(-20.0)  # bos (0) and padding (2) are never targets
+        model.word_head.bias[[10, 11, 1]] = 20.0  # confident in exactly the caption's tokens
+        assert model._word_loss(pooled, labels) < 1e-6
+        model.word_head.bias[11] = -20.0  # now wrong about one of its three distinct tokens
+        assert abs(model._word_loss(pooled, labels).item() - 20.0 / 3) < 1e-3
+
+
+def test_track_token_needs_boxes_or_camera_curves():
+    config = load_config("tiny", vision={"object_crops": 0}, resampler={"camera_shift": 0,
+                                                                       "track_token": True})
+    with pytest.raises(ValueError, match="object_crops"):
+        VideoCaptioner(config, vocab_size=300)
+    with pytest.raises(ValueError, match="pooled_tokens"):
+        VideoCaptioner(load_config("tiny", vision={"pooled_tokens": False, "word_head": 0.0},
+                                   resampler={"crop_tokens": False}), vocab_size=300)
