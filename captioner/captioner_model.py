@@ -7,6 +7,7 @@
       → projector (MLP)                                    (B, Q, D)       the visual prefix
       [+ whole tower's pooled embedding of each crop       (B, O·K, D)     vision.pooled_tokens]
       [+ box and camera trajectory of the clip             (B, 1, D)       resampler.track_token]
+      [+ object and background colours of the clip         (B, 1, D)       resampler.colour_token]
       → LM on [prefix, bos, caption…, eos] through ``inputs_embeds``; loss on caption tokens only.
 
 ``vision.input`` picks what the tower sees: ``rgb`` (normalised pixels, what pretrained CLIP
@@ -45,6 +46,14 @@ from the tower to the words, where the resampler's queries average patch tokens.
 ``vision.word_head`` w > 0 adds w × an auxiliary loss while training: which caption tokens
 occur, predicted from the mean pooled crop embedding (binary cross-entropy): the tower gets a
 direct signal for every content word instead of only through the LM.
+
+``resampler.crop_tokens`` false keeps the crops' patch tokens out of the resampler (its queries
+see the whole frames only; the crops reach the LM through their pooled tokens), and
+``resampler.colour_token`` adds a prefix token from an MLP over each crop's mean salient colour
+and the frame's median colour, all K frames: measured colours, as the track token's boxes are.
+(Measured: with colour-free crop tokens among the resampler's keys, colour, background and
+camera words were barely learned in the 10-minute budget; out of it, with the colour token,
+they were.)
 
 ``resampler.track_token`` gives the LM one more prefix token: an MLP over the whole clip's crop
 boxes, their changes and the camera-shift curves below, all K frames at once. Object motion
