@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -223,9 +225,14 @@ def scheduler(root: str = RootOpt, address: Optional[str] = AddressOpt,
     catalog = open_catalog(root)
     submitter = RaySubmitter(_connect(address, start=True), catalog.root.uri(), address)
     typer.echo(f"scheduler: root {catalog.root.uri()}, tick {tick:g}s" + (" (once)" if once else ""))
+    stop = threading.Event()  # Ctrl-C / SIGTERM: finish the submission under way, then stop
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        events = run_scheduler(ScheduleStore(catalog.root), submitter, tick_s=tick, once=once)
-    except KeyboardInterrupt:
+        events = run_scheduler(ScheduleStore(catalog.root), submitter, tick_s=tick, once=once, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop.is_set():
         typer.echo("scheduler: stopped")
         return
     for e in events:

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -209,14 +210,20 @@ def _run_due(schedule: Schedule, state: ScheduleState, slot: float, submitter: S
 
 def run_scheduler(store: ScheduleStore, submitter: Submitter, tick_s: float = 30.0, once: bool = False,
                   clock: Callable[[], float] = time.time,
-                  sleep: Callable[[float], None] = time.sleep) -> list[TickEvent]:
-    """Tick every ``tick_s`` seconds until interrupted (or once); returns every event."""
+                  stop: threading.Event | None = None) -> list[TickEvent]:
+    """Tick every ``tick_s`` seconds until ``stop`` is set (or once); returns every event.
+
+    A stop request is honoured between ticks, never in the middle of a submission, so a job is
+    either submitted and recorded in the schedule's state or not submitted at all.
+    """
     events: list[TickEvent] = []
-    while True:
+    stop = stop or threading.Event()
+    while not stop.is_set():
         events += tick(store, submitter, clock())
         if once:
-            return events
-        sleep(tick_s)
+            break
+        stop.wait(tick_s)
+    return events
 
 
 class RaySubmitter:
