@@ -232,7 +232,7 @@ class VideoCaptioner(nn.Module):
         ``target_ids`` (B, T), when given, are the labels' ids and ``input_ids`` what the LM reads
         (word dropout: some caption words replaced, so captions lean on the video).
         """
-        prefix, pooled = self._encode(frames)  # (B, Q, D), (B, K, E)
+        prefix, pooled = self._encode(frames)  # (B, prefix_len, D), (B, O·K, E) or None
         text = self.lm.get_input_embeddings()(input_ids)  # (B, T, D)
         embeds = torch.cat([prefix, text.to(prefix.dtype)], dim=1)  # (B, Q + T, D)
         mask = torch.cat([attention_mask.new_ones(prefix.shape[:2]), attention_mask], dim=1)
@@ -296,10 +296,11 @@ def object_crops(pixels: torch.Tensor, size: tuple[int, int],
     """Square crops of each frame around what stands out from its background.
 
     ``pixels`` (N, 3, H, W) in [0, 1] → crops (N, O, 3, *size), box features (N, 4·O [+ 1])
-    and colours (N, O + 1, 3) for O = ``objects`` (1 or 2): each object's mean salient colour
-    (its crop's part of the mask; the frame's median when it has none) and the frame's median. Per crop: its centre (−1…1, as ``affine_grid`` takes it), its
-    side (frame units 0…2, minus 1) and the share of salient pixels in it (× 8, minus 1); with
-    O = 2 a last feature says whether the salient pixels split in two (+1) or not (−1).
+    and colours (N, O + 1, 3) for O = ``objects`` (1 or 2). Box features per crop: its centre
+    (−1…1, as ``affine_grid`` takes it), its side (frame units 0…2, minus 1) and the share of
+    salient pixels in it (× 8, minus 1); with O = 2 a last feature says whether the salient
+    pixels split in two (+1) or not (−1). Colours: each object's mean salient colour (the frame's
+    median when it has no salient pixel), then the frame's median.
     Salient: Σ|pixel − the frame's median colour| over RGB above SILHOUETTE_FLOOR +
     SILHOUETTE_RISE / 2 (objects, not the faint background texture); a box spans the 2nd to 98th
     percentile of its pixels' rows and columns, so a stray pixel does not stretch it. With O = 2

@@ -145,12 +145,12 @@ class FrameEncoder(nn.Module):
                                                    intermediates_only=True)
             return out["image_intermediates"][0], None  # (N, C, gh, gw)
         x = fmap = self.tower.stem(x)  # (N, C0, H/4, W/4)
+        if self.token_layer == 0:
+            x = x[pooled_from:]
         for i in range(1, 5):
             x = getattr(self.tower, f"layer{i}")(x)
-            if i == self.token_layer:
+            if i == self.token_layer:  # the later blocks run on the pooled inputs only
                 fmap, x = x, x[pooled_from:]
-        if self.token_layer == 0:
-            x = x[pooled_from:]  # (only reached when the stem gives the tokens; cheap either way)
         return fmap, self.tower.attnpool(x)  # (N, C, gh, gw), (N − pooled_from, E)
 
     def forward(self, x: torch.Tensor,

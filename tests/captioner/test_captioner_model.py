@@ -236,3 +236,17 @@ def test_track_token_needs_boxes_or_camera_curves():
     with pytest.raises(ValueError, match="pooled_tokens"):
         VideoCaptioner(load_config("tiny", vision={"pooled_tokens": False, "word_head": 0.0},
                                    resampler={"crop_tokens": False}), vocab_size=300)
+
+
+@pytest.mark.parametrize("token_layer", [0, 2, 4])
+def test_pooled_embedding_covers_only_the_inputs_asked_for(token_layer):
+    """One tower call gives tokens of every view and the pooled embedding of the later ones,
+    the same (in evaluation) as running the tower on those alone."""
+    from captioner.towers import FrameEncoder
+    encoder = FrameEncoder(load_config("tiny", vision={"token_layer": token_layer}).vision).eval()
+    x = torch.randn(6, encoder.in_channels, *encoder.image_size)
+    tokens, pooled = encoder(x, pooled_from=4)
+    alone_tokens, alone = encoder(x[4:], pooled_from=0)
+    assert tokens.shape[0] == 6 and pooled.shape == (2, encoder.pooled_width)
+    assert torch.allclose(pooled, alone, atol=1e-5) and torch.allclose(tokens[4:], alone_tokens, atol=1e-5)
+    assert encoder(x, pooled_from=None)[1] is None
