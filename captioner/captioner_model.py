@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioner.registry import CaptionerConfig
-from captioner.resampler import TemporalResampler, frame_median, pixel_statistics
+from captioner.resampler import TemporalResampler, frame_median, mlp, pixel_statistics
 from captioner.towers import FrameEncoder, build_lm
 
 IGNORE = -100  # label of positions without loss (visual prefix, bos, padding)
@@ -112,29 +112,27 @@ class VideoCaptioner(nn.Module):
         self.lm = build_lm(config.lm, vocab_size, load_weights, lm_config)
         self.lm.requires_grad_(config.lm.trainable)
         d = self.lm.get_input_embeddings().embedding_dim
-        self.projector = nn.Sequential(nn.Linear(r.width, d), nn.GELU(), nn.Linear(d, d))
+        self.projector = mlp(r.width, d, d)
         self.pooled_proj = self.word_head = None  # pooled crop embedding of each frame → a token
         if config.vision.pooled_tokens:
             e = self.frame_encoder.pooled_width
-            self.pooled_proj = nn.Sequential(nn.LayerNorm(e), nn.Linear(e, d), nn.GELU(), nn.Linear(d, d))
+            self.pooled_proj = nn.Sequential(nn.LayerNorm(e), *mlp(e, d, d))
             self.pooled_embed = nn.Parameter(0.02 * torch.randn(self._pooled_count(), d))
             if config.vision.word_head:
                 self.word_head = nn.Linear(e, vocab_size)
-        self.track_mlp = None  # the clip's boxes, colours and camera (all K frames) → one token
+        self.track_mlp = None  # the clip's boxes and camera curves (all K frames) → one token
         if r.track_token:
             per_frame = (box_features(n_obj) if crop else 0) + camera_curve_width(r.camera_shift)
             if not per_frame:
                 raise ValueError("resampler.track_token needs vision.object_crops > 0 or "
                                  "resampler.camera_shift > 0 (its inputs)")
-            self.track_mlp = nn.Sequential(nn.Linear(config.vision.frames * per_frame, 2 * d),
-                                           nn.GELU(), nn.Linear(2 * d, d))
+            self.track_mlp = mlp(config.vision.frames * per_frame, 2 * d, d)
         self.colour_token_mlp = None  # the clip's object and background colours (all K frames) → one token
         if r.colour_token:
             if not crop:
                 raise ValueError("resampler.colour_token needs vision.object_crops > 0 (it reads "
                                  "the colours of the object crops)")
-            self.colour_token_mlp = nn.Sequential(nn.Linear(config.vision.frames * 3 * (n_obj + 1), 2 * d),
-                                            nn.GELU(), nn.Linear(2 * d, d))
+            self.colour_token_mlp = mlp(config.vision.frames * 3 * (n_obj + 1), 2 * d, d)
         mean, std = self.frame_encoder.mean, self.frame_encoder.std
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -146,7 +144,8 @@ class VideoCaptioner(nn.Module):
     @property
     def prefix_len(self) -> int:
         """Tokens of the visual prefix: the resampler's queries, [one per object crop (or frame)
-        per frame: ``vision.pooled_tokens``], [one: ``resampler.track_token``]."""
+        per frame: ``vision.pooled_tokens``], [one: ``resampler.track_token``], [one:
+        ``resampler.colour_token``]."""
         return (self.config.resampler.queries + self._pooled_count() * (self.pooled_proj is not None)
                 + (self.track_mlp is not None) + (self.colour_token_mlp is not None))
 
@@ -198,7 +197,10 @@ class VideoCaptioner(nn.Module):
             deviation = pixels - median[..., None, None]  # (B·K, 3, h, w)
             camera = camera_shift_curves(deviation, k, self.config.resampler.camera_shift)  # (B, K, F)
         views = [(pixels, saliency, rgb, median)]
-        views += [(c, *pixel_statistics(c, self.frame_encoder.stride)) for c in crops]
+        if self.config.resampler.crop_tokens:  # the crops' statistics, for the resampler
+            views += [(c, *pixel_statistics(c, self.frame_encoder.stride)) for c in crops]
+        else:  # the tower needs only their medians
+            views += [(c, None, None, frame_median(c)) for c in crops]
         colour = [True] + [self.config.vision.crop_colour] * len(crops)
         inputs = torch.cat([self.tower_input(px, med, k, colour[i])
                             for i, (px, _, _, med) in enumerate(views)])  # (V·B·K, C, h, w)

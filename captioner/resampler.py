@@ -27,6 +27,11 @@ from torch import nn
 EMBED_SCALE = 0.25  # sinusoidal time/position embeddings at init: present, not dominant
 
 
+def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    """Linear → GELU → Linear: the small MLPs that embed measured features."""
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, n_out))
+
+
 def sincos_embedding(n: int, width: int) -> torch.Tensor:
     """(n, width) sinusoidal embedding: non-zero from the start, so order is visible at step 0."""
     pos = torch.arange(n, dtype=torch.float32)[:, None]
@@ -81,7 +86,7 @@ class ResamplerLayer(nn.Module):
         self.to_kv = nn.Linear(width, 2 * width)
         self.proj = nn.Linear(width, width)
         self.norm_mlp = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.mlp = mlp(width, 4 * width, width)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, L, W / H)
@@ -109,14 +114,13 @@ class TemporalResampler(nn.Module):
         self.token_norm = nn.LayerNorm(in_width)
         self.input_proj = nn.Linear(in_width, width)
         self.contrast_proj = nn.Linear(in_width, width)
-        self.colour_mlp = nn.Sequential(nn.Linear(9, width), nn.GELU(), nn.Linear(width, width))
+        self.colour_mlp = mlp(9, width, width)
         self.camera_mlp = None  # per-frame camera-shift curves → an embedding added to its tokens
         if camera_dim:
-            self.camera_mlp = nn.Sequential(nn.Linear(camera_dim, width), nn.GELU(),
-                                            nn.Linear(width, width))
+            self.camera_mlp = mlp(camera_dim, width, width)
         self.box_mlp = None  # per-frame object boxes (crop centre, side, salient share) → embedding
         if box_dim:
-            self.box_mlp = nn.Sequential(nn.Linear(box_dim, width), nn.GELU(), nn.Linear(width, width))
+            self.box_mlp = mlp(box_dim, width, width)
         self.view_embed = nn.Parameter(0.02 * torch.randn(views, width)) if views > 1 else None
         self.time_embed = nn.Parameter(EMBED_SCALE * sincos_embedding(max_frames, width))
         self.patch_embed = nn.Parameter(EMBED_SCALE * sincos_2d(grid, width))
