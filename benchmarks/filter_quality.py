@@ -62,10 +62,11 @@ def build_corpus(args, template: Path, world: Path, root: Path) -> None:
 
 
 def train(args, root: Path) -> dict:
-    from captioner.clip_model import TrainClipConfig
+    from captioner.clip_model import TINY, TrainClipConfig, recipe_defaults
     from pipelines.score.train import run_train_clip
+    recipe = recipe_defaults(TINY, None, args.views.split(",") if args.views else None)
     config = TrainClipConfig(steps=args.steps, batch_size=args.batch_size, threads=args.threads,
-                             max_seconds=args.max_train_seconds, seed=args.seed)
+                             max_seconds=args.max_train_seconds, seed=args.seed, **recipe)
     t0 = time.perf_counter()
     result = run_train_clip(str(root), str(root / "models" / "clip-tiny.pt"), config,
                             where=f"NOT ({HELD_OUT})")
@@ -98,8 +99,10 @@ def evaluate(root: Path, world: Path) -> dict:
     catalog = Catalog(CorpusRoot.open(root))
     matches = match_clips_to_truth(catalog, world)
     rows = {r["clip_id"]: r for r in catalog.query(
-        f"SELECT clip_id, clip_text, rejection_reasons, {HELD_OUT} AS held_out FROM clips_v").to_pylist()}
-    out = {"clips": len(rows), "matched": len(matches), "auc": _auc(matches, rows)}
+        f"SELECT clip_id, clip_text, clip_text_contrast, rejection_reasons, {HELD_OUT} AS held_out "
+        "FROM clips_v").to_pylist()}
+    out = {"clips": len(rows), "matched": len(matches), "auc": _auc(matches, rows),
+           "auc_contrast": _auc(matches, rows, "clip_text_contrast")}
     reasons = {c: set((r["rejection_reasons"] or "").split(",")) - {""} for c, r in rows.items()}
     out["per_defect"] = {kind: _defect_metrics(kind, matches, reasons) for kind in RULE_FOR}
     good = [c for c, m in matches.items() if not defect_kinds(m.shot)]
@@ -111,10 +114,10 @@ def evaluate(root: Path, world: Path) -> dict:
     return out
 
 
-def _auc(matches: dict, rows: dict) -> dict:
-    """clip_text of true vs wrong alt text, held-out shots that show objects."""
-    held = [(rows[c]["clip_text"], m.shot["alt_text_wrong"]) for c, m in matches.items()
-            if rows[c]["held_out"] and m.shot["attributes"]["objects"] and rows[c]["clip_text"] is not None]
+def _auc(matches: dict, rows: dict, column: str = "clip_text") -> dict:
+    """``column`` of true vs wrong alt text, held-out shots that show objects."""
+    held = [(rows[c][column], m.shot["alt_text_wrong"]) for c, m in matches.items()
+            if rows[c]["held_out"] and m.shot["attributes"]["objects"] and rows[c][column] is not None]
     pos = [s for s, wrong in held if not wrong]
     neg = [s for s, wrong in held if wrong]
     return {"auc": auc(pos, neg) if pos and neg else None, "n_true": len(pos), "n_wrong": len(neg)}
@@ -136,9 +139,9 @@ def markdown(result: dict) -> str:
     for kind, m in result["per_defect"].items():
         lines.append(f"| {kind} | {m['shots']} | {m['recall']:.3f} | `{m['rule']}` | {m['rule_rejected']} | "
                      f"{m['precision']:.3f} | {m['precision_any_defect']:.3f} |")
-    a = result["auc"]
-    lines += ["", f"- held-out AUC (clip_text, true vs wrong alt text): **{a['auc']:.3f}** "
-                  f"({a['n_true']} true, {a['n_wrong']} wrong)",
+    a, c = result["auc"], result["auc_contrast"]
+    lines += ["", f"- held-out AUC, true vs wrong alt text: clip_text_contrast **{c['auc'] or float('nan'):.3f}**, "
+                  f"raw cosine clip_text {a['auc']:.3f} ({a['n_true']} true, {a['n_wrong']} wrong)",
               f"- bad shots removed: **{result['bad_removed']:.3f}** of {result['n_bad']}; good shots kept: "
               f"**{result['good_kept']:.3f}** of {result['n_good']} (good ones lost to: {result['good_rejected_by']})",
               f"- train-clip: {result['train']['steps']} steps in {result['train']['train_s']:.0f}s "
@@ -157,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-train-seconds", type=float, default=150.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--views", default=None, help="Comma-separated CLIP views (default: train-clip's).")
     ap.add_argument("--dedup-threshold", type=float, default=0.85)
     ap.add_argument("--work", type=Path, default=Path("/tmp/vidcorpus-filter-quality"))
     ap.add_argument("--out", type=Path, default=None, help="Write the results as JSON here.")

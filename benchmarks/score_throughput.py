@@ -1,9 +1,10 @@
 """Scoring throughput: the score stages vs the bare model forward on the same frames (the ceiling).
 
-    .venv/bin/python benchmarks/score_throughput.py [--clips 48] [--repeats 3] [--models tiny ViT-B-32]
+    .venv/bin/python benchmarks/score_throughput.py [--clips 48] [--repeats 3] [--models tiny tiny-views ViT-B-32]
 
 For each model (random weights; ViT-B-32 is saved to a local file and loaded from it, like real
-weights), in one run:
+weights; ``tiny-views`` is the tiny model with the view recipe ``train-clip`` gives it from scratch),
+in one run:
 
 - stage: the three score stages (decode frames once → pixel stats → CLIP embedding, clip_text
   and negative-prompt scores) through the local runner over real H.264 clips;
@@ -27,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MODELS = {"tiny": "vidcorpus-clip-tiny", "ViT-B-32": "ViT-B-32"}
+MODELS = {"tiny": "vidcorpus-clip-tiny", "tiny-views": "vidcorpus-clip-tiny", "ViT-B-32": "ViT-B-32"}
 
 
 def make_corpus(root: Path, n_clips: int):
@@ -43,13 +44,27 @@ def make_corpus(root: Path, n_clips: int):
     return catalog
 
 
-def random_weights(name: str, directory: Path) -> str | None:
-    """A random-init checkpoint on disk for a stock model (None: the tiny one starts random)."""
-    if name == MODELS["tiny"]:
-        return None
-    import open_clip
+def random_weights(key: str, directory: Path) -> str | None:
+    """A random-init checkpoint on disk for a stock model (None: the tiny one starts random).
+
+    ``tiny-views``: a ``train-clip`` checkpoint after one step with the from-scratch recipe
+    (frame + crops + silhouettes from 128-px frames), so the stage decodes and embeds exactly
+    what scoring with a trained tiny CLIP does.
+    """
     import torch
-    path = directory / f"{name}.pt"
+    name = MODELS[key]
+    if key == "tiny":
+        return None
+    path = directory / f"{key}.pt"
+    if key == "tiny-views":
+        from captioner.clip_model import TrainClipConfig, recipe_defaults, train_clip
+        recipe = recipe_defaults(name, None)
+        size = recipe["view_source"]
+        frames = np.random.default_rng(0).integers(0, 255, (8, 2, size, size, 3), dtype=np.uint8)
+        texts = [[f"{c} box"] for c in ("red", "blue", "green", "white")] * 2
+        train_clip(frames, texts, TrainClipConfig(model=name, steps=1, batch_size=4, threads=1, **recipe), str(path))
+        return str(path)
+    import open_clip
     torch.save(open_clip.create_model(name).state_dict(), path)
     return str(path)
 
@@ -96,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="score-throughput-") as tmp:
         catalog = make_corpus(Path(tmp) / "root", args.clips)
         for key in args.models:
-            pretrained = random_weights(MODELS[key], Path(tmp))
+            pretrained = random_weights(key, Path(tmp))
             runs = [measure(catalog, MODELS[key], pretrained, args.threads, args.clips_per_batch)
                     for _ in range(args.repeats)]
             results[key] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

@@ -401,6 +401,14 @@ def _mass_range(counts: torch.Tensor, lo: float = 0.02,
     return first, last.clamp(max=counts.shape[1] - 1)
 
 
+def silhouette_of(deviation: torch.Tensor) -> torch.Tensor:
+    """Colour-free silhouette (…, 1, H, W) in 0..1 of ``deviation`` (…, 3, H, W), pixels minus
+    their frame's median colour: Σ|deviation| over RGB ramped from SILHOUETTE_FLOOR over
+    SILHOUETTE_RISE to 1 (objects, not the faint background texture)."""
+    outline = deviation.abs().sum(-3, keepdim=True)  # (…, 1, H, W)
+    return ((outline - SILHOUETTE_FLOOR) / SILHOUETTE_RISE).clamp(0.0, 1.0)
+
+
 def motion_channels(deviation: torch.Tensor, k: int) -> torch.Tensor:
     """Colour- and texture-free tower input from ``deviation`` (B·K, 3, H, W), frames minus medians.
 
@@ -408,8 +416,7 @@ def motion_channels(deviation: torch.Tensor, k: int) -> torch.Tensor:
     SILHOUETTE_RISE to 1: objects, not the faint background texture) and its change to the next
     frame of the same clip (the last frame repeats the change before it). → (B·K, 2, H, W).
     """
-    silhouette = deviation.abs().sum(1, keepdim=True)  # (N, 1, H, W)
-    silhouette = ((silhouette - SILHOUETTE_FLOOR) / SILHOUETTE_RISE).clamp(0.0, 1.0)
+    silhouette = silhouette_of(deviation)  # (N, 1, H, W)
     change = _next_frame_change(silhouette.unflatten(0, (-1, k))).flatten(0, 1)  # (N, 1, H, W)
     return torch.cat([2.0 * silhouette - 0.5, 2.0 * change], dim=1)  # (N, 2, H, W)
 

@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from captioner.caption_contrast import build_rivals, words_of
+
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -67,7 +69,14 @@ def create_clip(name: str, pretrained: str | None = None, device: str = "cpu"):
         raise ValueError(f"unknown CLIP model {name!r}; known: {', '.join(open_clip.list_models())}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = open_clip.create_model(name, pretrained=pretrained, device=device)
+        try:
+            model = open_clip.create_model(name, pretrained=pretrained, device=device)
+        except RuntimeError as e:  # strict load_state_dict: another architecture's weights
+            if "state_dict" not in str(e):
+                raise
+            raise ValueError(f"{pretrained} does not fit the architecture of {name} "
+                             f"({str(e).strip().splitlines()[0]}); a checkpoint trained before the "
+                             "config changed must be retrained with train-clip") from None
     return model, open_clip.get_tokenizer(name)
 
 
@@ -88,13 +97,92 @@ def image_size(model) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-def to_model_input(frames, mean: tuple, std: tuple):
-    """uint8 frames (N, S, S, 3) (numpy or torch) → normalised float (N, 3, S, S)."""
+VIEWS = ("frame", "crops", "silhouettes")
+VIEW_OBJECTS = 2  # object crops per frame (an X–Y cut of the salient pixels; see object_crops)
+
+
+def check_views(views) -> tuple[str, ...]:
+    """``views`` as a tuple of known, distinct view names in VIEWS order (the order
+    :func:`view_images` stacks them in), or a ValueError naming the choices."""
+    views = tuple(views)
+    bad = [v for v in views if v not in VIEWS]
+    if not views or bad or len(set(views)) != len(views):
+        raise ValueError(f"CLIP views must be distinct names out of {', '.join(VIEWS)}; got {list(views)}")
+    return tuple(v for v in VIEWS if v in views)
+
+
+def recipe_defaults(model: str, pretrained: str | None, views=None, view_source: int | None = None) -> dict:
+    """The view recipe ``train-clip`` uses unless told otherwise (TrainClipConfig fields).
+
+    From scratch: all three views, from frames decoded at twice the tower's input (crops of
+    small objects need the pixels), with a contrastive loss per view kind beside the one of
+    their mean (so the colour-free silhouettes must match the text by shape alone), and word
+    positives (a short caption is a positive of every clip whose captions hold its key words).
+    Fine-tuning pretrained weights: whole frames at the input size, which is what such weights
+    know. Each choice is measured in benchmarks/RESULTS.md, "Filter quality".
+    """
+    views = check_views(views) if views else (VIEWS if pretrained is None else ("frame",))
+    objects = views != ("frame",)
+    source = view_source or (2 * input_size(model) if objects else None)
+    return {"views": views, "view_source": source, "word_positives": pretrained is None,
+            "view_loss": 1.0 if pretrained is None and len(views) > 1 else 0.0}
+
+
+def view_images(images, views: tuple[str, ...], size: int | None = None):
+    """What the image tower sees of each frame: (N, 3, H, H) in 0..1 → (N, M, 3, S, S), and
+    the view kind of each of the M images (list of M indices into ``views``).
+
+    S = ``size`` (the tower's input; None: H). Frames decoded larger than the tower's input
+    (``view_source``) give the crops more pixels: a 6-pixel object of a 64-pixel frame is a
+    blob, of a 128-pixel frame a shape.
+
+    - ``frame``: the whole frame (one image, area-resized to S);
+    - ``crops``: a square crop around each object that stands out from the frame's median
+      colour (``VIEW_OBJECTS`` crops: the salient pixels cut in two at the widest empty band,
+      left / top first; ``captioner.captioner_model.object_crops``), in colour;
+    - ``silhouettes``: the same crops without colour: how far each pixel is from the frame's
+      median colour, ramped to 0..1, in all three channels. A tower that sees colour fits
+      colour words first and shape words hardly at all (benchmarks/RESULTS.md, "Captioner
+      quality"); without colour it can only fit the words by the outline.
+
+    A frame's embedding is the mean over its view kinds of each kind's mean image embedding
+    (:func:`encode_views`).
+    """
     import torch
-    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, S, S)
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return x.sub_(m).div_(s)
+    import torch.nn.functional as F
+    from captioner.captioner_model import object_crops, silhouette_of
+    size = size or images.shape[-1]
+    parts = []
+    if "frame" in views:
+        whole = images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="area")
+        parts.append(whole[:, None])
+    if "crops" in views or "silhouettes" in views:
+        crops, _, colours = object_crops(images, (size, size), VIEW_OBJECTS)  # (N, O, 3, S, S)
+        if "crops" in views:
+            parts.append(crops)
+        if "silhouettes" in views:
+            median = colours[:, -1][:, None, :, None, None]  # (N, 1, 3, 1, 1)
+            outline = silhouette_of(crops - median)  # (N, O, 1, S, S)
+            parts.append(outline.expand(-1, -1, 3, -1, -1))
+    kinds = [k for k, p in enumerate(parts) for _ in range(p.shape[1])]
+    return torch.cat(parts, dim=1), kinds
+
+
+def encode_views(model, images, views: tuple[str, ...], per_kind: bool = False):
+    """Per-frame embeddings of ``images`` (N, 3, H, H) in 0..1 (:func:`view_images`): each view
+    kind's mean of normalised image embeddings, (N, len(views), D) with ``per_kind``, else their
+    mean (N, D). Not normalised: the cosine of that mean with a text is the mean of the
+    kinds' cosines, up to one factor per frame."""
+    import torch
+    x, kinds = view_images(images, views, image_size(model))  # (N, M, 3, S, S)
+    n, m = x.shape[:2]
+    mean = torch.tensor(model.visual.image_mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(model.visual.image_std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    emb = model.encode_image((x.flatten(0, 1) - mean) / std, normalize=True).float()  # (N·M, D)
+    emb = emb.unflatten(0, (n, m))  # (N, M, D)
+    index = torch.tensor(kinds, device=emb.device)
+    per = torch.stack([emb[:, index == k].mean(1) for k in range(len(views))], dim=1)  # (N, V, D)
+    return per if per_kind else per.mean(1)
 
 
 # ----------------------------------------------------------------------------- training
@@ -116,8 +204,13 @@ class TrainClipConfig:
     log_every: int = 50
     threads: int | None = None  # torch intra-op threads; 1 is fastest on a busy small machine
     augment: bool = True  # zoom / shift / mirror / brightness jitter of every training frame
+    views: tuple[str, ...] = ("frame",)  # what the tower sees of a frame: view_images
+    word_positives: bool = False  # a text is a positive of every clip whose captions hold its key words
+    view_source: int | None = None  # side of the decoded frames the views come from (None: input size)
+    view_loss: float = 0.0  # weight of a contrastive loss per view kind, beside the one of their mean
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "views", check_views(self.views))
         check_local_weights(self.pretrained)
         if self.steps < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError(f"train-clip needs steps >= 1, batch_size >= 2 and lr > 0; got {self}")
@@ -147,13 +240,13 @@ def train_clip(frames: np.ndarray, texts: list[list[str]], config: TrainClipConf
     if config.threads:
         torch.set_num_threads(config.threads)
     model, tokenizer = create_clip(config.model, config.pretrained)
-    size = image_size(model)
-    assert frames.shape[2] == size, f"frames are {frames.shape[2]}px, {config.model} wants {size}px"
+    size = config.view_source or image_size(model)
+    assert frames.shape[2] == size, f"frames are {frames.shape[2]}px, train-clip wants {size}px"
     batches = _Batches(texts, tokenizer, config.seed)
     pixels = torch.from_numpy(np.ascontiguousarray(frames))  # (N, F, S, S, 3) uint8
     optimizer = _optimizer(model, config)
     result = _fit(model, pixels, batches, optimizer, config, on_log)
-    save_checkpoint(out, model, optimizer, config, result)
+    save_checkpoint(out, model, optimizer, config, result, batches.rivals)
     return result
 
 
@@ -161,7 +254,9 @@ class _Batches:
     """Pre-tokenised captions and the order of clips (distinct clips within a batch).
 
     Captions that tokenise the same (``"Blue Background"``, ``"blue background"``) share one
-    row, so the loss treats them as one text.
+    row, so the loss treats them as one text. ``rivals``: the swap vocabulary of the captions
+    (``caption_contrast.build_rivals``), saved with the checkpoint; the words that have rivals
+    are each caption's key words (:meth:`positives`).
     """
 
     def __init__(self, texts: list[list[str]], tokenizer, seed: int):
@@ -170,6 +265,10 @@ class _Batches:
         where = {t: i for i, t in enumerate(unique)}
         self.tokens, row = torch.unique(tokenizer(unique), dim=0, return_inverse=True)  # (n_texts, L)
         self.choices = [row[[where[t] for t in clip]].numpy() for clip in texts]
+        self.rivals = build_rivals(unique)
+        text_of = dict(zip(row.tolist(), unique))  # a text of each token row
+        self.keys = {r: frozenset(w for w in words_of(t) if w in self.rivals) for r, t in text_of.items()}
+        self.clip_words = [frozenset(w for t in clip for w in words_of(t)) for clip in texts]
         self.rng = np.random.default_rng(seed)
         self.order: list[int] = []
 
@@ -182,6 +281,15 @@ class _Batches:
         del self.order[:batch_size]
         texts = np.array([self.rng.choice(self.choices[i]) for i in clips])
         return clips, texts
+
+    def positives(self, clips: np.ndarray, rows: np.ndarray):
+        """(B, B) bool: caption row ``rows[j]`` is true of clip ``clips[i]`` by its key words —
+        it has some and the clip's captions hold them all (``"star video"`` is true of a clip
+        captioned ``"A large red star spins"``). Contrastive learning on a small vocabulary
+        otherwise pushes every other star clip of the batch away from "star video"."""
+        import torch
+        keys = [self.keys[int(r)] for r in rows]
+        return torch.tensor([[bool(k) and k <= self.clip_words[int(c)] for k in keys] for c in clips])
 
 
 def _optimizer(model, config: TrainClipConfig):
@@ -236,26 +344,31 @@ def augment(images, gen, max_zoom: float = 1.25, max_shift: float = 0.1, brightn
     return out.mul_(gain.view(b, 1, 1, 1)).clamp_(0, 1)
 
 
-def contrastive_loss(image_features, text_features, logit_scale, text_ids):
+def contrastive_loss(image_features, text_features, logit_scale, text_ids, positives=None):
     """Symmetric InfoNCE where every pair with the same caption text counts as a positive.
 
     Small or templated caption vocabularies (``"red circle"`` on many clips) put the same text
     on several clips of a batch; open_clip's ``ClipLoss`` would push those clips apart from
     their own correct caption. Targets spread evenly over the equal captions instead.
     ``image_features``, ``text_features``: (B, D) normalised; ``text_ids``: (B,) caption ids.
+    ``positives`` (B, B) bool, optional: which texts are true of which image beyond equal
+    captions (:meth:`_Batches.positives`).
     """
     import torch.nn.functional as F
     logits = logit_scale * image_features @ text_features.T  # (B, B)
-    same = (text_ids[:, None] == text_ids[None, :]).float()  # (B, B), symmetric
-    targets = same / same.sum(dim=1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    same = text_ids[:, None] == text_ids[None, :]  # (B, B), symmetric
+    if positives is not None:
+        same = same | positives
+    same = same.float()
+    targets = same / same.sum(dim=1, keepdim=True)  # image → its true texts
+    column_targets = (same / same.sum(dim=0, keepdim=True)).T  # text → the images it is true of
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, column_targets))
 
 
 def _fit(model, pixels, batches: _Batches, optimizer, config: TrainClipConfig, on_log) -> TrainClipResult:
     """The loop: sample, augment, forward, contrastive loss, step; stops at ``steps`` or ``max_seconds``."""
     import torch
-    mean = torch.tensor(model.visual.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.visual.image_std).view(1, 3, 1, 1)
+    import torch.nn.functional as F
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
     t0, metrics, loss_value, step = time.perf_counter(), [], float("nan"), 0
@@ -269,8 +382,16 @@ def _fit(model, pixels, batches: _Batches, optimizer, config: TrainClipConfig, o
         if config.augment:
             images = augment(images, gen)
         text_ids = torch.from_numpy(texts)  # (B,)
-        image_features, text_features, scale = model((images - mean) / std, batches.tokens[text_ids])
-        loss = contrastive_loss(image_features, text_features, scale, text_ids)
+        per_kind = encode_views(model, images, config.views, per_kind=True)  # (B, V, D)
+        text_features = model.encode_text(batches.tokens[text_ids], normalize=True)  # (B, D)
+        scale = model.logit_scale.exp()
+        image_features = F.normalize(per_kind.mean(1), dim=-1)  # (B, D)
+        positives = batches.positives(clips, texts) if config.word_positives else None
+        loss = contrastive_loss(image_features, text_features, scale, text_ids, positives)
+        if config.view_loss and len(config.views) > 1:  # each kind must match the text alone too
+            each = [contrastive_loss(F.normalize(per_kind[:, v], dim=-1), text_features, scale, text_ids,
+                                     positives) for v in range(len(config.views))]
+            loss = loss + config.view_loss * torch.stack(each).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -290,8 +411,12 @@ def _fit(model, pixels, batches: _Batches, optimizer, config: TrainClipConfig, o
     return TrainClipResult(step, time.perf_counter() - t0, loss_value, metrics)
 
 
-def save_checkpoint(out: str, model, optimizer, config: TrainClipConfig, result: TrainClipResult) -> None:
-    """A plain dict (open_clip reads ``state_dict``), written to a tmp name and renamed."""
+def save_checkpoint(out: str, model, optimizer, config: TrainClipConfig, result: TrainClipResult,
+                    rivals: dict[str, list[str]]) -> None:
+    """A plain dict (open_clip reads ``state_dict``), written to a tmp name and renamed.
+
+    Beside the weights: the view recipe (``views``, ``view_source``) and the swap vocabulary
+    of the training captions (``rivals``), which the scorer reads back (``ClipRecipe``)."""
     import open_clip
     import torch
     checkpoint: dict[str, Any] = {
@@ -299,7 +424,8 @@ def save_checkpoint(out: str, model, optimizer, config: TrainClipConfig, result:
         "step": result.steps, "model_name": config.model,
         "model_config": open_clip.get_model_config(config.model),
         "train_config": asdict(config), "rng": torch.get_rng_state(),
-        "metrics": result.metrics}
+        "metrics": result.metrics, "views": list(config.views),
+        "view_source": config.view_source or image_size(model), "rivals": rivals}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.tmp-{os.getpid()}"
     torch.save(checkpoint, tmp)

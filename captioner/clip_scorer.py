@@ -12,13 +12,14 @@ are converted once); embeddings come out L2-normalised as float32 numpy arrays.
 from __future__ import annotations
 
 import hashlib
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from captioner.clip_model import TINY, check_local_weights, create_clip, image_size, to_model_input
+from captioner.clip_model import TINY, check_local_weights, check_views, create_clip, encode_views, image_size
 
 Precision = Literal["fp32", "amp_bf16"]
 
@@ -33,9 +34,12 @@ class ClipScorerConfig:
     precision: Precision | None = None  # None: amp_bf16 on CUDA, fp32 on CPU
     batch_size: int = 256  # frames per forward pass
     threads: int | None = None  # torch CPU threads in this process (None: leave as is)
+    views: tuple[str, ...] | None = None  # None: the checkpoint's recipe, else ("frame",)
 
     def __post_init__(self) -> None:
         check_local_weights(self.pretrained)
+        if self.views is not None:
+            object.__setattr__(self, "views", check_views(self.views))
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -67,6 +71,10 @@ class ClipScorer:
         self.precision = self.config.precision or ("amp_bf16" if self.device.startswith("cuda") else "fp32")
         self.model, self.tokenizer = create_clip(self.config.model, self.config.pretrained, self.device)
         self.model.eval()
+        recipe = checkpoint_recipe(self.config.pretrained)
+        self.views = self.config.views or recipe.views
+        self.frame_size = recipe.frame_size or image_size(self.model)  # side of the frames to pass in
+        self.rivals = recipe.rivals  # word → rivals, for contrast scores (None: not a train-clip model)
         self.embed_dim = int(self.encode_texts([""]).shape[1])
         return self
 
@@ -91,18 +99,20 @@ class ClipScorer:
         return nullcontext()
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
-        """Normalised embeddings (N, D) of uint8 frames (N, S, S, 3)."""
+        """Normalised embeddings (N, D) of uint8 frames (N, S, S, 3): each the mean of its
+        views' embeddings (``views``, see ``captioner.clip_model.view_images``)."""
         import torch
         model = self._loaded()
-        assert frames.ndim == 4 and frames.shape[1:] == (self.image_size, self.image_size, 3), \
-            f"frames must be (N, {self.image_size}, {self.image_size}, 3), got {frames.shape}"
+        size = self.frame_size
+        assert frames.ndim == 4 and frames.shape[1:] == (size, size, 3), \
+            f"frames must be (N, {size}, {size}, 3), got {frames.shape}"
         out = []
         with torch.inference_mode(), self._autocast():
             for i in range(0, len(frames), self.config.batch_size):
-                x = to_model_input(frames[i:i + self.config.batch_size], model.visual.image_mean,
-                                   model.visual.image_std).to(self.device)  # (b, 3, S, S)
-                out.append(model.encode_image(x, normalize=True).float().cpu())  # (b, D)
-        return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+                x = torch.as_tensor(frames[i:i + self.config.batch_size]).to(self.device)
+                x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (b, 3, S, S)
+                out.append(encode_views(model, x, self.views).cpu())  # (b, D)
+        return normalize(torch.cat(out).numpy()) if out else np.zeros((0, self.embed_dim), np.float32)
 
     def video_embeddings(self, frames: np.ndarray) -> np.ndarray:
         """(B, D): the normalised mean of each clip's frame embeddings; ``frames`` (B, K, S, S, 3)."""
@@ -124,6 +134,36 @@ class ClipScorer:
         if len(self._text_cache) > 200_000:  # bounded: keep only what this call needs
             self._text_cache = {t: self._text_cache[t] for t in texts}
         return np.stack([self._text_cache[t] for t in texts]) if texts else np.zeros((0, self.embed_dim), np.float32)
+
+
+@dataclass(frozen=True)
+class ClipRecipe:
+    """What a ``train-clip`` checkpoint records besides its weights: what the tower saw of each
+    frame (``views``), how large the frames were decoded (``frame_size``; None: the tower's
+    input size) and the swap vocabulary learnt from its captions (``rivals``, for
+    ``captioner.caption_contrast``; None: unknown)."""
+
+    views: tuple[str, ...] = ("frame",)
+    frame_size: int | None = None
+    rivals: dict | None = None
+
+
+def checkpoint_recipe(pretrained: str | None) -> ClipRecipe:
+    """The recipe of a ``train-clip`` checkpoint; the default — whole frames at the tower's
+    input size, no rivals — for random init and for any other weights (open_clip's own
+    checkpoints know only whole frames)."""
+    import torch
+    if pretrained is None or os.path.isdir(pretrained):
+        return ClipRecipe()
+    try:
+        checkpoint = torch.load(pretrained, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # noqa: BLE001 - not a plain torch file (e.g. safetensors): open_clip read it
+        return ClipRecipe()
+    if not isinstance(checkpoint, dict) or "train_config" not in checkpoint:
+        return ClipRecipe()
+    source = checkpoint.get("view_source")
+    return ClipRecipe(check_views(checkpoint.get("views") or ("frame",)), int(source) if source else None,
+                      checkpoint.get("rivals"))
 
 
 def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -113,14 +113,15 @@ class CaptionStage(Stage):
 def clip_scores(scorer, frames: list[np.ndarray], texts: list[str]) -> list[float]:
     """Cosine between each clip's mean frame embedding and its caption's text embedding.
 
-    ``frames`` are the captioner's (K, 3, H, W) uint8 frames, resized to the CLIP input size.
+    ``frames`` are the captioner's (K, 3, H, W) uint8 frames, resized to the side the CLIP
+    scorer takes (its input size, or the larger side its view recipe decodes at).
     """
     import torch
     import torch.nn.functional as F
 
     x = torch.from_numpy(np.stack(frames))  # (B, K, 3, H, W) uint8
     b, k, _, h, w = x.shape
-    s = scorer.image_size
+    s = scorer.frame_size
     if (h, w) != (s, s):
         x = F.interpolate(x.flatten(0, 1).float(), size=(s, s), mode="bilinear", antialias=True)
         x = x.round().clamp(0, 255).to(torch.uint8).unflatten(0, (b, k))  # (B, K, 3, S, S)

@@ -31,15 +31,22 @@ def train_clip(root: str = RootOpt,
                lr: Optional[float] = typer.Option(None, "--lr", help="Default 2e-3 from scratch, 2e-5 fine-tuning."),
                max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Stop when this much time is spent."),
                frames_per_clip: int = typer.Option(8, "--frames-per-clip", min=1),
+               views: Optional[str] = typer.Option(None, "--views", help="What the tower sees of a frame, comma-separated out of frame, crops, silhouettes (default: all three from scratch, frame when fine-tuning)."),
+               view_source: Optional[int] = typer.Option(None, "--view-source", min=8, help="Decode frames this large for the views (default: twice the model's input with crops)."),
                seed: int = typer.Option(0, "--seed"), threads: Optional[int] = ThreadsOpt) -> None:
-    """Fit a CLIP (from scratch, or fine-tune --clip-pretrained) on captioned clips with ClipLoss."""
+    """Fit a CLIP (from scratch, or fine-tune --clip-pretrained) on captioned clips with a contrastive loss.
+
+    The checkpoint records the view recipe and the word-swap vocabulary of the captions; `score`
+    reads both back (clip_text_contrast)."""
     from pipelines.jobs.kinds import TrainClipJobSpec
     open_catalog(root)
     try:
         spec = TrainClipJobSpec(root=root, out=str(out), where=where, clip_model=clip_model,
                                 clip_pretrained=clip_pretrained, caption_sources=sources, steps=steps,
                                 batch_size=batch_size, lr=lr, max_seconds=max_seconds,
-                                frames_per_clip=frames_per_clip, seed=seed, threads=threads)
+                                frames_per_clip=frames_per_clip, seed=seed, threads=threads,
+                                views=[v.strip() for v in views.split(",") if v.strip()] if views else None,
+                                view_source=view_source)
         result = spec.run()
     except ValueError as e:
         fail(str(e))

@@ -140,13 +140,26 @@ class TrainClipJobSpec(_Spec):
     frames_per_clip: int = Field(8, ge=1)
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
+    views: Optional[list[str]] = Field(None, description="What the tower sees of a frame (frame, crops, "
+                                       "silhouettes); default all three from scratch, frame when fine-tuning.")
+    view_source: Optional[int] = Field(None, ge=8, description="Side frames are decoded at for the views "
+                                       "(default: twice the model's input with crops, else its input).")
+
+    @model_validator(mode="after")
+    def _known_views(self):
+        if self.views is not None:
+            from captioner.clip_model import check_views
+            check_views(self.views)
+        return self
 
     def clip_config(self):
-        """The ``TrainClipConfig`` (lr: 2e-3 from scratch, 2e-5 when fine-tuning, unless given)."""
-        from captioner.clip_model import TrainClipConfig
+        """The ``TrainClipConfig``: lr 2e-3 from scratch, 2e-5 when fine-tuning, unless given; views
+        and the per-view loss as ``captioner.clip_model.recipe_defaults`` chooses, unless given."""
+        from captioner.clip_model import TrainClipConfig, recipe_defaults
+        recipe = recipe_defaults(self.clip_model, self.clip_pretrained, self.views, self.view_source)
         return TrainClipConfig(model=self.clip_model, pretrained=self.clip_pretrained, steps=self.steps,
                                batch_size=self.batch_size, lr=self.lr or (2e-5 if self.clip_pretrained else 2e-3),
-                               max_seconds=self.max_seconds, seed=self.seed, threads=self.threads)
+                               max_seconds=self.max_seconds, seed=self.seed, threads=self.threads, **recipe)
 
     def run(self):
         """Train; returns the ``TrainClipResult``."""

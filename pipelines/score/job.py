@@ -83,11 +83,13 @@ class ScoreResult:
 
 
 def build_score_stages(root_url: str, config: ScoreConfig, storage_options: dict | None = None):
-    """frames → stats → clip, sized for ``config.clip_model`` (its input side read from its config)."""
+    """frames → stats → clip, sized for ``config.clip_model``: frames decoded at the side its
+    checkpoint's view recipe names, else at its input side (read from its config)."""
     from captioner.clip_model import input_size
-    from captioner.clip_scorer import ClipScorerConfig
+    from captioner.clip_scorer import ClipScorerConfig, checkpoint_recipe
     from pipelines.score.frames import FrameConfig
-    frames = FrameConfig(n_frames=config.n_frames, size=input_size(config.clip_model))
+    size = checkpoint_recipe(config.clip_pretrained).frame_size or input_size(config.clip_model)
+    frames = FrameConfig(n_frames=config.n_frames, size=size)
     scorer = ClipScorerConfig(config.clip_model, config.clip_pretrained, config.device,
                               config.precision, threads=config.threads)
     clip = ClipScoreConfig(tuple(config.negative_prompts), actors=config.clip_actors,
@@ -99,7 +101,8 @@ def build_score_stages(root_url: str, config: ScoreConfig, storage_options: dict
 def check_score_sql(catalog, config: ScoreConfig) -> None:
     """Refuse a ``where`` or keep order that does not run, before anything runs."""
     from storage import SQLError
-    produced = ["motion", "luma", "black", "frozen", "clip_text", "clip_text_original", "dup_group"]
+    produced = ["motion", "luma", "black", "frozen", "clip_text", "clip_text_original",
+                "clip_text_contrast", "dup_group"]
     missing = [c for c in produced if c not in clips_v_columns(catalog)]
     future = "".join(f", NULL::DOUBLE AS {c}" for c in missing)  # scores this job will add
     for what, sql in (("--where", f"SELECT count(*) FROM clips_v WHERE ({config.where or 'TRUE'})"),

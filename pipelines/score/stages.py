@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from captioner.caption_contrast import contrast_scores
 from captioner.clip_scorer import ClipScorerConfig
 from pipelines.score.frames import (
     FRAME_COLUMNS, ClipFrames, FrameConfig, FrameDecodeError, StatsConfig, decode_clip_frames,
@@ -100,6 +101,9 @@ class ClipScoreStage(Stage):
 
     - ``embedding``: normalised mean of the K frame embeddings;
     - ``clip_text`` / ``clip_text_original``: cosine with the alt text / original description;
+    - ``clip_text_contrast``: how much the clip prefers its alt text over the alt text with one
+      word swapped (``captioner.caption_contrast``; 0 = no preference, < 0 = a variant fits
+      better), for models whose checkpoint records the swap vocabulary (``train-clip``);
     - ``neg_<slug>``: zero-shot defect probability. For each negative prompt, CLIP's own
       zero-shot classifier over two classes — the negative prompt vs the clip's caption (alt
       text, else original, else ``reference_prompt``) — with the model's learned temperature:
@@ -151,11 +155,17 @@ class ClipScoreStage(Stage):
         ref_cos = np.sum(video * self.scorer.encode_texts(reference), axis=1)  # (B,)
         neg_cos = video @ self.negatives.T  # (B, P)
         neg_prob = 1.0 / (1.0 + np.exp(-self.scorer.logit_scale * (neg_cos - ref_cos[:, None])))
+        contrast: list[float | None] = [None] * len(rows)
+        if self.scorer.rivals:
+            contrast = contrast_scores(video, [r.get("alt_text") for r in rows], self.scorer.encode_texts,
+                                       self.scorer.logit_scale, self.scorer.rivals)
         out = []
         for b in range(len(rows)):
-            scores = {"clip_text": alt[b], "clip_text_original": orig[b]}
+            scores = {"clip_text": alt[b], "clip_text_original": orig[b], "clip_text_contrast": contrast[b]}
             scores.update({slug: float(neg_prob[b, p]) for p, slug in enumerate(self.slugs)})
-            out.append({"clip_json": json.dumps({k: v for k, v in scores.items() if v is not None}),
+            # None stays (a NULL score): clips_v gets every column the default rules name, and a
+            # rescore without the caption clears an old value
+            out.append({"clip_json": json.dumps(scores),
                         "embedding": video[b].astype(np.float32).tolist()})
         return out
 

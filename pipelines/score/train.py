@@ -64,8 +64,8 @@ def run_train_clip(root_url: str, out: str, config: TrainClipConfig = TrainClipC
     from storage import Catalog, CorpusRoot, SQLError
     catalog = Catalog(CorpusRoot.open(root_url))
     try:
-        data = load_training_set(catalog, input_size(config.model), where, sources, frames_per_clip,
-                                 max_clips)
+        size = config.view_source or input_size(config.model)  # frames as large as the views need
+        data = load_training_set(catalog, size, where, sources, frames_per_clip, max_clips)
     except SQLError as e:
         raise ValueError(f"--where cannot run: {e}") from None
     if len(data.clip_ids) < 2:

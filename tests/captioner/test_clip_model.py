@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from captioner.clip_model import (
-    TINY, TrainClipConfig, create_clip, input_size, register_configs, to_model_input, train_clip,
+    TINY, VIEW_OBJECTS, VIEWS, TrainClipConfig, create_clip, encode_views, input_size,
+    register_configs, train_clip, view_images,
 )
 
 COLOURS = np.array([[220, 40, 40], [40, 170, 70], [40, 70, 220], [240, 220, 40]], np.uint8)
@@ -59,8 +60,8 @@ def test_training_separates_the_captions_it_saw(tmp_path):
                                               threads=1), str(out))
     model, tokenizer = create_clip(TINY, str(out))
     with torch.no_grad():
-        image = model.encode_image(to_model_input(frames[::4, 0], model.visual.image_mean,
-                                                  model.visual.image_std), normalize=True)
+        x = torch.from_numpy(frames[::4, 0]).permute(0, 3, 1, 2).float() / 255  # (4, 3, 64, 64)
+        image = encode_views(model, x, ("frame",))  # normalised: one view
         text = model.encode_text(tokenizer(TEXTS), normalize=True)
     assert (image @ text.T).argmax(dim=1).tolist() == [0, 1, 2, 3]
 
@@ -73,3 +74,75 @@ def test_bad_configs_say_what_to_change(tmp_path):
     frames, texts = _toy_clips()
     with pytest.raises(AssertionError, match="64px"):
         train_clip(frames[:, :, :32, :32], texts, TrainClipConfig(steps=1, batch_size=4), str(tmp_path / "x.pt"))
+    with pytest.raises(ValueError, match="frame, crops, silhouettes"):
+        TrainClipConfig(views=("frame", "edges"))
+    assert TrainClipConfig(views=["silhouettes", "frame"]).views == ("frame", "silhouettes")
+
+
+def _shape_scene(colour, shape: str, side: int = 128) -> np.ndarray:
+    """A flat gray frame with one small coloured square or disc at a fixed place, (side, side, 3)."""
+    frame = np.full((side, side, 3), 120, np.uint8)
+    yy, xx = np.mgrid[:side, :side]
+    cy, cx, r = side * 0.3, side * 0.6, side * 0.08
+    inside = (abs(yy - cy) <= r) & (abs(xx - cx) <= r) if shape == "square" else (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    frame[inside] = colour
+    return frame
+
+
+def test_views_crop_the_object_from_the_large_frame_and_silhouettes_drop_its_colour():
+    frames = np.stack([_shape_scene((220, 40, 40), "square"), _shape_scene((40, 70, 220), "square"),
+                       _shape_scene((220, 40, 40), "disc")])
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    images, kinds = view_images(x, VIEWS, size=64)
+    assert images.shape == (3, 1 + 2 * VIEW_OBJECTS, 3, 64, 64) and kinds == [0, 1, 1, 2, 2]
+    frame, crop, outline = images[:, 0], images[:, 1], images[:, 3]
+    assert crop[0, 0].mean() > frame[0, 0].mean() + 0.05  # red: the crop is much object, the frame gray
+    red_square, blue_square, red_disc = outline
+    assert torch.allclose(red_square, blue_square, atol=0.05)  # colour gone
+    assert (red_square - red_disc).abs().mean() > 0.02  # shape kept
+    assert torch.equal(outline[:, 0], outline[:, 1]) and torch.equal(outline[:, 0], outline[:, 2])  # gray
+    assert not torch.allclose(crop[0], crop[1], atol=0.05)  # the colour crops do tell red from blue
+
+
+def test_view_recipe_swap_vocabulary_and_frame_size_travel_with_the_checkpoint(tmp_path):
+    from captioner.clip_scorer import ClipScorer, ClipScorerConfig, checkpoint_recipe
+    frames = np.stack([np.stack([_shape_scene(c, s)] * 2) for c in COLOURS for s in ("square", "disc")])
+    texts = [[f"{t} {s}", f"a {t} {s} on gray"] for t in TEXTS for s in ("square", "disc")]
+    out = tmp_path / "clip.pt"
+    config = TrainClipConfig(steps=6, batch_size=4, warmup_steps=2, threads=1, views=VIEWS, view_source=128,
+                             word_positives=True, view_loss=1.0)
+    result = train_clip(frames, texts, config, str(out))
+    assert np.isfinite(result.final_loss)
+    recipe = checkpoint_recipe(str(out))
+    assert recipe.views == VIEWS and recipe.frame_size == 128
+    assert set(recipe.rivals["red"]) == {"green", "blue", "yellow"} and recipe.rivals["square"] == ["disc"]
+    scorer = ClipScorer(ClipScorerConfig(TINY, str(out), threads=1)).load()
+    assert (scorer.views, scorer.frame_size, scorer.image_size) == (VIEWS, 128, 64)
+    video = scorer.video_embeddings(frames[:3])
+    assert video.shape == (3, 64) and np.allclose(np.linalg.norm(video, axis=1), 1, atol=1e-5)
+    whole = ClipScorer(ClipScorerConfig(TINY, str(out), threads=1, views=("frame",))).load()
+    assert not np.allclose(whole.video_embeddings(frames[:3]), video, atol=1e-3)  # the views matter
+    assert checkpoint_recipe(None).views == ("frame",) and checkpoint_recipe(None).rivals is None
+
+
+def test_word_positives_make_a_short_caption_true_of_every_clip_that_holds_its_key_words():
+    from captioner.clip_model import _Batches, create_clip
+    _, tokenizer = create_clip(TINY)
+    texts = [[f"{c} {s}", f"a large {c} {s} spins"] for c in ("red", "blue", "green") for s in ("star", "circle")]
+    texts[0].append("star video")  # clip 0: a red star
+    batches = _Batches(texts, tokenizer, seed=0)
+    row = {t: int(batches.choices[i][j]) for i, clip in enumerate(texts) for j, t in enumerate(clip)}
+    clips = np.arange(len(texts))  # red star, red circle, blue star, blue circle, green star, green circle
+    positives = batches.positives(clips, np.array([row["star video"], row["red star"], row["a large blue circle spins"]]))
+    assert positives[:, 0].tolist() == [True, False, True, False, True, False]  # every star clip
+    assert positives[:, 1].tolist() == [True, False, False, False, False, False]  # only the red star
+    assert positives[:, 2].tolist() == [False, False, False, True, False, False]
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_with_what_to_do(tmp_path):
+    model, _ = create_clip(TINY)
+    state = model.state_dict()
+    state["transformer.resblocks.9.ln_1.weight"] = torch.ones(64)  # a text layer the config lacks
+    torch.save({"state_dict": state}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="retrained with train-clip"):
+        create_clip(TINY, str(tmp_path / "old.pt"))

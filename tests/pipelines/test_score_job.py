@@ -70,6 +70,10 @@ def test_pixel_and_clip_scores(scored):
         assert all(0.0 <= row[n] <= 1.0 for n in ("neg_black_screen", "neg_static_noise", "neg_blurry_frame"))
     assert red["clip_text"] is not None and red["clip_text_original"] is not None
     assert frozen["clip_text"] is None  # no alt text, no score
+    # random init has no swap vocabulary: the column exists (NULL), so the default rules run
+    assert "clip_text_contrast" in red and red["clip_text_contrast"] is None
+    from pipelines.score.filters import load_rules, validate_rules
+    validate_rules(catalog, load_rules(None))
     captions = catalog.query(f"SELECT source, clip_score FROM captions WHERE clip_id = '{ids['red']}' "
                              "ORDER BY source").to_pylist()
     assert [c["clip_score"] for c in captions] == pytest.approx([red["clip_text"], red["clip_text_original"]])
@@ -164,3 +168,29 @@ def test_random_init_clip_is_the_same_in_every_process():
     b = create_clip(TINY)[0].state_dict()
     assert torch.equal(after, torch.rand(1)), "creating a model must not consume the global RNG"
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_train_clip_checkpoint_scores_with_its_view_recipe_and_caption_contrast(tmp_path):
+    from captioner.clip_model import TrainClipConfig, recipe_defaults, train_clip
+    from pipelines.score.job import build_score_stages
+    root = tmp_path / "root"
+    catalog = Catalog(CorpusRoot.open(root, create=True))
+    specs = [ClipSpec("red", captions={"alt-text": "red square"}),
+             ClipSpec("vague", color="green", seed=1, captions={"alt-text": "untitled"}),
+             ClipSpec("none", color="blue", seed=2)]
+    ids = {s.name: c["clip_id"] for s, c in zip(specs, add_clips(catalog, specs))}
+    recipe = recipe_defaults("vidcorpus-clip-tiny", None)
+    assert recipe["views"] == ("frame", "crops", "silhouettes") and recipe["view_source"] == 128
+    texts = [[f"{c} {s}", f"a {c} {s} moves"] for c in ("red", "green", "blue") for s in ("square", "box")]
+    frames = np.random.default_rng(0).integers(0, 255, (len(texts), 2, 128, 128, 3), dtype=np.uint8)
+    out = tmp_path / "clip.pt"
+    train_clip(frames, texts, TrainClipConfig(steps=2, batch_size=4, warmup_steps=1, threads=1, **recipe), str(out))
+
+    config = ScoreConfig(runner=LOCAL, threads=1, n_frames=2, clip_pretrained=str(out))
+    assert build_score_stages(str(root), config)[0].frames.size == 128  # decoded for the crops
+    result = run_score(str(root), config)
+    assert result.counts["scored"] == 3
+    red, vague, none = (_row(catalog, ids[n]) for n in ("red", "vague", "none"))
+    assert red["clip_text_contrast"] is not None and red["clip_text_contrast"] <= 0.0
+    assert vague["clip_text_contrast"] == 0.0  # no swappable word: no evidence against it
+    assert none["clip_text_contrast"] is None and none["clip_text"] is None
