@@ -16,10 +16,22 @@ def new_job_id(kind: str) -> str:
     return f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
+class JobAlreadyEnded(RuntimeError):
+    """The catalog says this job id already ended (stopped before its driver started): not run."""
+
+
 class JobRecord:
-    """Writes a job's start, stage stats and end to the catalog and to ROOT/jobs/<job_id>/."""
+    """Writes a job's start, stage stats and end to the catalog and to ROOT/jobs/<job_id>/.
+
+    A job whose row already ended (``vidcorpus jobs stop`` while Ray had not started it yet) is
+    refused with ``JobAlreadyEnded`` before it writes or runs anything.
+    """
 
     def __init__(self, catalog, job_id: str, kind: str, spec: dict[str, Any]):
+        from pipelines.jobs.records import TERMINAL, job_row
+        row = job_row(catalog, job_id)
+        if row is not None and row["status"] in TERMINAL:
+            raise JobAlreadyEnded(f"job {job_id} is already {row['status']} in the catalog; not running it")
         self.catalog, self.job_id, self.kind, self.spec = catalog, job_id, kind, spec
         self.started = datetime.now(timezone.utc)
         self.t0 = time.perf_counter()

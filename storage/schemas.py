@@ -14,11 +14,16 @@ WRITTEN = pa.field("_written_ns", pa.int64(), nullable=False)
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A catalog table: its name, key columns and Arrow schema (without ``_written_ns``)."""
+    """A catalog table: its name, key columns and Arrow schema (without ``_written_ns``).
+
+    ``current`` orders the rows of one key, first = the row the views show: by default the latest
+    write wins.
+    """
 
     name: str
     key: tuple[str, ...]
     schema: pa.Schema
+    current: str = "_written_ns DESC"
 
     @property
     def stored_schema(self) -> pa.Schema:
@@ -72,7 +77,10 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in [
     TableSpec("jobs", ("job_id",), _s(
         ("job_id", pa.string(), True), ("kind", pa.string()), ("spec", pa.string()),
         ("status", pa.string()), ("stages", pa.string()), ("wall_s", pa.float64()),
-        ("started_at", TS), ("finished_at", TS), ("error", pa.string()))),
+        ("started_at", TS), ("finished_at", TS), ("error", pa.string())),
+        # a job that ended stays ended: a driver Ray stopped before it ran may still write a late
+        # ``running`` row, which must not revive it (the latest of several ended rows wins)
+        current="status IN ('succeeded', 'failed', 'stopped') DESC, _written_ns DESC"),
 ]}
 
 

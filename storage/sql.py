@@ -6,7 +6,8 @@ Layer 2: DuckDB itself runs with external access disabled and file access allowe
 ``ROOT/catalog/``, with the configuration locked, so ``read_csv('/etc/passwd')`` is refused by
 the engine even when hidden inside a SELECT.
 
-Views: ``<table>`` for every catalog table (each key once, latest write wins), ``clips_v``
+Views: ``<table>`` for every catalog table (each key once, latest write wins unless the table's
+``current`` order says otherwise), ``clips_v``
 (clips + one column per score name + rejection reasons) and ``corpus_v`` (clips_v + alt text
 and the selected caption: newest captioner caption, else teacher, else original/alt text).
 """
@@ -44,7 +45,7 @@ def open_readonly(catalog) -> duckdb.DuckDBPyConnection:
         keys = ", ".join(spec.key)
         con.execute(f"CREATE VIEW _src_{name} AS SELECT * FROM {source}")
         con.execute(f"CREATE VIEW _dedup_{name} AS SELECT * FROM _src_{name} "
-                    f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _written_ns DESC) = 1")
+                    f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {spec.current}) = 1")
         con.execute(f"CREATE VIEW {name} AS SELECT * EXCLUDE (_written_ns) FROM _dedup_{name}")
     _create_clips_v(con)
     _create_corpus_v(con)

@@ -3,7 +3,8 @@
 SPEC is a local path or fsspec URL (the submitter passes ``ROOT/jobs/<job_id>/spec.yaml``). The
 spec is validated again here (the cluster may run other code than the submitter), then its kind's
 run function runs with the job id, so Ray's submission id and the catalog's job row match.
-Exit status: 0 done, 2 bad spec, 1 the job failed (the catalog row says ``failed`` with the error).
+Exit status: 0 done (or already stopped before it started: nothing runs), 2 bad spec, 1 the job
+failed (the catalog row says ``failed`` with the error).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import fsspec
 
 from pipelines.jobs.records import record_outcome
 from pipelines.jobs.specs import JobSpec, parse_spec, run_spec
-from pipelines.jobs_record import new_job_id
+from pipelines.jobs_record import JobAlreadyEnded, new_job_id
 from pipelines.jobspec import JobSpecError
 
 log = logging.getLogger("vidcorpus.runspec")
@@ -39,6 +40,9 @@ def run_spec_file(uri: str, job_id: str | None = None, root: str | None = None) 
     log.info("running %s job %s on %s", spec.kind, job_id, spec.root)
     try:
         return job_id, run_spec(spec, job_id)
+    except JobAlreadyEnded as e:  # stopped before it started: nothing ran, nothing to record
+        log.warning("%s", e)
+        return job_id, str(e)
     except Exception:
         _record_failure(spec, job_id, traceback.format_exc())
         raise

@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.jobs.head import find_head, state_path
-from pipelines.jobs.records import job_row, stage_stats
+from pipelines.jobs.records import job_row, record_outcome, record_submitted, stage_stats
 from pipelines.jobs.specs import KINDS, parse_spec
 from pipelines.jobs.submit import JobsClient
+from pipelines.jobs_record import JobAlreadyEnded, JobRecord
 from pipelines.jobspec import JobSpecError
 from pipelines.synth.oddities import GOOD_SPECS, write_video
 from storage import Catalog, CorpusRoot
@@ -77,6 +78,25 @@ def test_bad_spec_exits_2_and_submits_nothing(tmp_path):
     assert "config.detector.name" in result.output and "hybrid" in result.output
     assert not state_path(tmp_path / "home").exists()  # no Ray head was started for it
     assert not (tmp_path / "root").exists()
+
+
+def test_a_stopped_job_stays_stopped_and_its_late_driver_runs_nothing(tmp_path):
+    """The race of ``jobs stop`` on a job Ray had not started: the driver may start anyway."""
+    catalog = Catalog(CorpusRoot.open(tmp_path / "root", create=True))
+    record_submitted(catalog, "ingest-x", "ingest", "kind: ingest\n")
+    assert record_outcome(catalog, "ingest-x", "stopped", "stopped by request")
+    with pytest.raises(JobAlreadyEnded, match="already stopped"):
+        JobRecord(catalog, "ingest-x", "ingest", {"kind": "ingest"})
+    # a driver that had passed that check writes ``running`` later: the row still says stopped
+    catalog.append("jobs", [dict(job_id="ingest-x", kind="ingest", status="running", wall_s=0.0)])
+    assert job_row(catalog, "ingest-x")["status"] == "stopped"
+    # of several ended rows the latest wins, and a job that never ended shows its latest row
+    catalog.append("jobs", [dict(job_id="ingest-x", kind="ingest", status="failed", wall_s=1.0)])
+    assert job_row(catalog, "ingest-x")["status"] == "failed"
+    record = JobRecord(catalog, "ingest-y", "ingest", {"kind": "ingest"})
+    assert job_row(catalog, "ingest-y")["status"] == "running"
+    record.fail([], "boom")
+    assert job_row(catalog, "ingest-y")["status"] == "failed"
 
 
 # ---------------------------------------------------------------- on a real Ray head
