@@ -152,6 +152,7 @@ class CaptionTrainSet:
     max_shift: int = 0  # random translation of the whole clip, pixels (edges replicated)
     hflip_swaps: dict[str, str] | None = None  # mirror left-right with these word swaps
     vflip_swaps: dict[str, str] | None = None  # mirror top-bottom with these word swaps
+    no_flip: torch.Tensor | None = None  # (N,) bool: clips never mirrored (objects in an order)
     _ids: dict[tuple, list[int]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -175,8 +176,9 @@ class CaptionTrainSet:
             reverse = bool(self.reverse_swaps) and bool(rng.random() < 0.5)
             clip = self.frames[idx, 2 * np.arange(self.k) + offsets]  # (K, 3, H, W)
             clip = shift_clip(clip, *rng.integers(-self.max_shift, self.max_shift + 1, size=2))
-            hflip = bool(self.hflip_swaps) and bool(rng.random() < 0.5)
-            vflip = bool(self.vflip_swaps) and bool(rng.random() < 0.5)
+            mirror = self.no_flip is None or not bool(self.no_flip[idx])
+            hflip = bool(self.hflip_swaps) and bool(rng.random() < 0.5) and mirror
+            vflip = bool(self.vflip_swaps) and bool(rng.random() < 0.5) and mirror
             dims = [d for d, on in ((0, reverse), (3, hflip), (2, vflip)) if on]
             frames.append(clip.flip(dims) if dims else clip)
             ids.append(self._caption_ids(int(idx), reverse, hflip, vflip))

@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioner.registry import CaptionerConfig
-from captioner.resampler import TemporalResampler, frame_median, mlp, pixel_statistics
+from captioner.resampler import ObjectTokens, TemporalResampler, frame_median, mlp, pixel_statistics
 from captioner.towers import FrameEncoder, build_lm
 
 IGNORE = -100  # label of positions without loss (visual prefix, bos, padding)
@@ -127,6 +127,17 @@ class VideoCaptioner(nn.Module):
                 raise ValueError("resampler.track_token needs vision.object_crops > 0 or "
                                  "resampler.camera_shift > 0 (its inputs)")
             self.track_mlp = mlp(config.vision.frames * per_frame, 2 * d, d)
+        self.object_tokens = None  # one token per object crop (all it measured), one for the scene
+        if r.object_tokens:
+            if not (crop and config.vision.pooled_tokens):
+                raise ValueError("resampler.object_tokens needs vision.object_crops > 0 and "
+                                 "vision.pooled_tokens true (the objects' crops and embeddings)")
+            if r.track_token or r.colour_token:
+                raise ValueError("resampler.object_tokens replaces track_token and colour_token: "
+                                 "set both false")
+            self.object_tokens = ObjectTokens(config.vision.frames, n_obj, BOX_FEATURES,
+                                              self.frame_encoder.pooled_width,
+                                              camera_curve_width(r.camera_shift), d)
         self.colour_token_mlp = None  # the clip's object and background colours (all K frames) → one token
         if r.colour_token:
             if not crop:
@@ -145,9 +156,12 @@ class VideoCaptioner(nn.Module):
     def prefix_len(self) -> int:
         """Tokens of the visual prefix: the resampler's queries, [one per object crop (or frame)
         per frame: ``vision.pooled_tokens``], [one: ``resampler.track_token``], [one:
-        ``resampler.colour_token``]."""
+        ``resampler.colour_token``], [one per object crop and one for the scene:
+        ``resampler.object_tokens``]."""
+        n_obj = self.config.vision.max_objects
         return (self.config.resampler.queries + self._pooled_count() * (self.pooled_proj is not None)
-                + (self.track_mlp is not None) + (self.colour_token_mlp is not None))
+                + (self.track_mlp is not None) + (self.colour_token_mlp is not None)
+                + (n_obj + 1) * (self.object_tokens is not None))
 
     def _pooled_count(self) -> int:
         """Pooled tokens with ``vision.pooled_tokens``: one per object crop (or frame) per frame."""
@@ -187,9 +201,9 @@ class VideoCaptioner(nn.Module):
             crop, box, colours = object_crops(pixels, self.tower_size, n_obj)  # (B·K, O, 3, h, w), …
             crops = crop.unbind(1)  # O × (B·K, 3, h, w)
             pixels = F.interpolate(pixels, size=self.tower_size, mode="area")  # (B·K, 3, h, w)
-            box = box.unflatten(0, (b, k))  # (B, K, 4·O [+ 1])
-            motion = 4.0 * _next_frame_change(box[..., : 4 * n_obj])  # (B, K, 4·O): how boxes move
-            box = torch.cat([box, motion], dim=-1)  # (B, K, box_features(O))
+            own = box.unflatten(0, (b, k))  # (B, K, 5·O [+ 1])
+            motion = 4.0 * _next_frame_change(own[..., : BOX_FEATURES * n_obj])  # (B, K, 5·O): how boxes move
+            box = torch.cat([own, motion], dim=-1)  # (B, K, box_features(O))
         # saliency (B·K, P), patch colour (B·K, P, 6), median (B·K, 3)
         saliency, rgb, median = pixel_statistics(pixels, self.frame_encoder.stride)
         camera = None
@@ -220,10 +234,14 @@ class VideoCaptioner(nn.Module):
         if self.track_mlp is not None:  # (B, 1, D)
             track = [x for x in (box, None if camera is None else 4.0 * camera) if x is not None]
             prefix.append(self.track_mlp(torch.cat(track, dim=-1).flatten(1))[:, None])
+        if self.object_tokens is not None:  # (B, O + 1, D)
+            split = own[..., BOX_FEATURES * n_obj:] if n_obj > 1 else None  # (B, K, 1)
+            prefix.append(self.object_tokens(own[..., : BOX_FEATURES * n_obj], motion, split,
+                                             colours.unflatten(0, (b, k)), pooled, camera))
         if self.colour_token_mlp is not None:  # (B, 1, D)
             rgb = (colours.unflatten(0, (b, k)) - 0.5) / 0.25  # (B, K, O + 1, 3)
             prefix.append(self.colour_token_mlp(rgb.flatten(1))[:, None])
-        return torch.cat(prefix, dim=1), pooled  # (B, Q [+ O·K] [+ 1] [+ 1], D), (B, O·K, E)
+        return torch.cat(prefix, dim=1), pooled  # (B, prefix_len, D), (B, O·K, E)
 
     def forward(self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 target_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,22 +304,29 @@ SPLIT_MIN_GAP = 2  # empty rows / columns (pixels) between two objects for the c
 SPLIT_EMPTY = 1  # a row / column with at most this many salient pixels counts as empty
 
 
+BOX_FEATURES = 5  # per crop: centre x, centre y, side, salient share, object scale
+
+
 def box_features(objects: int) -> int:
     """Per-frame object-box features for ``vision.max_objects`` = ``objects``: each crop's
-    centre (x, y), side and salient share, their change to the next frame, and (for 2) whether
-    the salient pixels split into two objects."""
-    return 8 * objects + (objects > 1)
+    centre (x, y), side, salient share and object scale, their change to the next frame, and
+    (for 2) whether the salient pixels split into two objects."""
+    return 2 * BOX_FEATURES * objects + (objects > 1)
 
 
 def object_crops(pixels: torch.Tensor, size: tuple[int, int],
                  objects: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Square crops of each frame around what stands out from its background.
 
-    ``pixels`` (N, 3, H, W) in [0, 1] → crops (N, O, 3, *size), box features (N, 4·O [+ 1])
+    ``pixels`` (N, 3, H, W) in [0, 1] → crops (N, O, 3, *size), box features (N, 5·O [+ 1])
     and colours (N, O + 1, 3) for O = ``objects`` (1 or 2). Box features per crop: its centre
-    (−1…1, as ``affine_grid`` takes it), its side (frame units 0…2, minus 1) and the share of
-    salient pixels in it (× 8, minus 1); with O = 2 a last feature says whether the salient
-    pixels split in two (+1) or not (−1). Colours: each object's mean salient colour (the frame's
+    (−1…1, as ``affine_grid`` takes it), its side (frame units 0…2, minus 1), the share of
+    salient pixels in it (× 8, minus 1) and the object's scale: log2 of the geometric mean of
+    its salient box's width and height as shares of the frame's, over 0.2 (0 for an object a
+    fifth of the frame across). Frames arrive squashed to a square, so the side depends on the
+    source's aspect ratio (an object as wide as a fifth of the frame is 0.15 of a 16:9 frame's
+    height) and the scale does not (√(w/W · h/H) = d/√(W·H) for an object d across). With O = 2
+    a last feature says whether the salient pixels split in two (+1) or not (−1). Colours: each object's mean salient colour (the frame's
     median when it has no salient pixel), then the frame's median.
     Salient: Σ|pixel − the frame's median colour| over RGB above SILHOUETTE_FLOOR +
     SILHOUETTE_RISE / 2 (objects, not the faint background texture); a box spans the 2nd to 98th
@@ -313,8 +338,7 @@ def object_crops(pixels: torch.Tensor, size: tuple[int, int],
     """
     n, _, h, w = pixels.shape
     median = frame_median(pixels)  # (N, 3)
-    deviation = (pixels - median[..., None, None]).abs().sum(1)  # (N, H, W)
-    mask = (deviation > SILHOUETTE_FLOOR + SILHOUETTE_RISE / 2).float()  # (N, H, W)
+    mask = _salient(pixels, median)  # (N, H, W)
     parts, split = [mask], None
     if objects == 2:
         parts, split = _split_in_two(mask)  # 2 × (N, H, W), (N,) bool
@@ -328,12 +352,34 @@ def object_crops(pixels: torch.Tensor, size: tuple[int, int],
     grid = F.affine_grid(theta, [len(flat), 3, *size], align_corners=False)  # (N·O, h, w, 2)
     source = pixels.repeat_interleave(len(parts), dim=0)  # (N·O, 3, H, W)
     crops = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    features = torch.cat([boxes[..., :2], boxes[..., 2:3] - 1, 8 * boxes[..., 3:] - 1], dim=-1)
-    features = features.flatten(1)  # (N, 4·O), roughly unit range
+    scale = torch.stack([_object_scale(part) for part in parts], dim=1)  # (N, O)
+    features = torch.cat([boxes[..., :2], boxes[..., 2:3] - 1, 8 * boxes[..., 3:] - 1,
+                          torch.log2(scale / 0.2)[..., None]], dim=-1)
+    features = features.flatten(1)  # (N, 5·O), roughly unit range
     if split is not None:
-        features = torch.cat([features, 2 * split.float()[:, None] - 1], dim=1)  # (N, 4·O + 1)
+        features = torch.cat([features, 2 * split.float()[:, None] - 1], dim=1)  # (N, 5·O + 1)
     colours = [_mean_colour(pixels, part, median) for part in parts] + [median]
     return crops.unflatten(0, (n, len(parts))), features, torch.stack(colours, dim=1)
+
+
+def _salient(pixels: torch.Tensor, median: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) 0/1: pixels of ``pixels`` (N, 3, H, W) that stand out from their frame's
+    ``median`` (N, 3): Σ|pixel − median| over RGB above SILHOUETTE_FLOOR + SILHOUETTE_RISE / 2."""
+    deviation = (pixels - median[..., None, None]).abs().sum(1)  # (N, H, W)
+    return (deviation > SILHOUETTE_FLOOR + SILHOUETTE_RISE / 2).float()
+
+
+def split_clips(frames: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """(N,) bool: whether most frames of each clip in ``frames`` (N, K, 3, H, W) uint8 cut into
+    two objects (``object_crops``' X–Y cut at an empty band). Such clips show their objects in
+    a spatial order (left / top first) that their captions may follow."""
+    n, k = frames.shape[:2]
+    flat = frames.flatten(0, 1)  # (N·K, 3, H, W)
+    votes = []
+    for i in range(0, len(flat), chunk):
+        pixels = flat[i:i + chunk].float() / 255.0
+        votes.append(_split_in_two(_salient(pixels, frame_median(pixels)))[1])
+    return torch.cat(votes).view(n, k).float().mean(1) > 0.5 if n else torch.zeros(0, dtype=torch.bool)
 
 
 def _mean_colour(pixels: torch.Tensor, mask: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
@@ -357,6 +403,16 @@ def _crop_box(mask: torch.Tensor) -> torch.Tensor:
     empty = share == 0
     cx, cy, side = cx.masked_fill(empty, 0.0), cy.masked_fill(empty, 0.0), side.masked_fill(empty, 2.0)
     return torch.stack([cx, cy, side, share], dim=1)
+
+
+def _object_scale(mask: torch.Tensor) -> torch.Tensor:
+    """(N,) √(box width share · box height share) of the salient pixels of ``mask`` (N, H, W),
+    at least 1/32 (also for an empty mask)."""
+    _, h, w = mask.shape
+    y0, y1 = _mass_range(mask.sum(2))
+    x0, x1 = _mass_range(mask.sum(1))
+    scale = torch.sqrt((x1 - x0 + 1) / w * (y1 - y0 + 1) / h)
+    return scale.masked_fill(mask.sum(dim=(1, 2)) == 0, 0.0).clamp(min=1 / 32)
 
 
 def _split_in_two(mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

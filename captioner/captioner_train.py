@@ -23,7 +23,7 @@ import torch
 from captioner.captioner_data import CaptionItem, CaptionTrainSet, as_items, collate, load_frames
 from captioner.captioner_eval import Vocabulary, attribute_accuracy, caption_scores, parse_caption
 from captioner.captioner_infer import autocast, default_device, greedy_captions
-from captioner.captioner_model import VideoCaptioner, parameter_groups
+from captioner.captioner_model import VideoCaptioner, parameter_groups, split_clips
 from captioner.checkpoint import (LATEST, load_checkpoint, rng_state, save_checkpoint,
                                   set_rng_state)
 from captioner.registry import CaptionerConfig, load_config
@@ -126,11 +126,16 @@ class CaptionerTrainer:
 
     def _load_data(self, train_items, val_items, vocabulary, progress: bool) -> None:
         k, size = self.config.vision.frames, self.model.image_size
+        frames = load_frames([it.path for it in train_items], 2 * k, size, progress)
+        mirrors = self.tc.hflip_swaps or self.tc.vflip_swaps
+        no_flip = split_clips(frames) if mirrors and not self.tc.flip_two_objects else None
+        if no_flip is not None:
+            log.info("flips: %d of %d training clips show two objects and are not mirrored",
+                     int(no_flip.sum()), len(no_flip))
         self.train_set = CaptionTrainSet(
-            load_frames([it.path for it in train_items], 2 * k, size, progress),
-            [it.caption for it in train_items], self.tokenizer, self.config.tokenizer.max_len,
-            self.tc.seed, self.tc.reverse_swaps, self.tc.max_shift, self.tc.hflip_swaps,
-            self.tc.vflip_swaps)
+            frames, [it.caption for it in train_items], self.tokenizer,
+            self.config.tokenizer.max_len, self.tc.seed, self.tc.reverse_swaps, self.tc.max_shift,
+            self.tc.hflip_swaps, self.tc.vflip_swaps, no_flip)
         self.val_items = val_items
         self.val_frames = load_frames([it.path for it in val_items], k, size, progress)
         self.val_truths = [_truth(it, vocabulary) for it in val_items]

@@ -79,6 +79,9 @@ class ResamplerConfig(_Frozen):
     track_token: bool = False  # the clip's object-box and camera trajectory → one prefix token
     colour_token: bool = False  # the clip's object and background colours (measured per crop and
     #   frame, all frames) → one prefix token (needs vision.object_crops)
+    object_tokens: bool = False  # instead of those two: one prefix token per object crop (its boxes,
+    #   colour and pooled crop embedding over all frames; one MLP shared by the objects) and one
+    #   for the scene (background colour, camera curves); needs object_crops and pooled_tokens
 
 
 class LMConfig(_Frozen):
@@ -121,6 +124,9 @@ class TrainConfig(_Frozen):
     reverse_swaps: Optional[dict[str, str]] = None  # time-reversal augmentation: word swaps
     hflip_swaps: Optional[dict[str, str]] = None  # horizontal-flip augmentation: word swaps
     vflip_swaps: Optional[dict[str, str]] = None  # vertical-flip augmentation: word swaps
+    flip_two_objects: bool = False  # also mirror clips whose frames cut into two objects (by
+    #   default they are not: a mirror swaps which object comes first, and captions of two objects
+    #   tend to name them in reading order, which the model's left / top-first crops follow)
     max_shift: int = Field(0, ge=0)  # translation augmentation, pixels at the model's input size
     word_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # caption tokens the LM reads as pad
     num_threads: Optional[int] = None  # torch CPU threads

@@ -6,7 +6,7 @@ import math
 import torch
 
 from captioner.captioner_data import CaptionTrainSet
-from captioner.captioner_model import camera_shift_curves, motion_channels
+from captioner.captioner_model import camera_shift_curves, motion_channels, split_clips
 from captioner.tokenizer import train_bpe
 
 CAPTION = "A small red star moves left over a blue background; the camera pans right."
@@ -39,6 +39,27 @@ def test_flips_mirror_the_pixels_and_swap_the_direction_words():
         assert ("pans left" in text) == mirrored
         seen.add((mirrored, in_top))
     assert len(seen) == 4  # both flips happen, independently
+
+
+def test_clips_of_two_objects_are_never_mirrored():
+    """A mirror would put the caption's second object first (crops come left / top first):
+    ``split_clips`` finds the clips whose frames cut into two objects, and the train set does
+    not flip those; a one-object clip still is."""
+    one = _moving_dot_clip(size=32)
+    two = one.clone()
+    two[:, :, 20:26, 24:30] = 30  # a dark square apart from the dot, in every frame
+    assert split_clips(torch.stack([one, two])).tolist() == [False, True]
+    tok = train_bpe([CAPTION, CAPTION.replace("left", "right")] * 4, 300)
+    data = CaptionTrainSet(torch.stack([one, two]), [CAPTION] * 2, tok, max_len=48, seed=0,
+                           hflip_swaps={"left": "right", "right": "left"},
+                           no_flip=split_clips(torch.stack([one, two])))
+    flipped = {0: set(), 1: set()}
+    for epoch in range(12):
+        batch, order = data.batch(epoch, 0, 2), data.order(epoch)
+        for row, idx in enumerate(order):
+            bright = batch["frames"][row, 0, 0] > 200  # (H, W): the dot in the first frame
+            flipped[int(idx)].add(not bool(bright[:, :16].any()))
+    assert flipped == {0: {False, True}, 1: {False}}
 
 
 def test_motion_channels_ignore_colour_and_texture_and_show_change():

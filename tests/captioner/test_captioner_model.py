@@ -1,6 +1,8 @@
 """The captioner model: forward shapes, loss only on caption tokens, time embeddings, tokenizer."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -68,7 +70,7 @@ def test_object_crops_find_the_object_and_fill_the_view():
     frames = 0.5 + 0.03 * torch.randn(2, 3, 96, 96, generator=g)  # grey, faint texture
     frames[0, :, 60:72, 12:24] = torch.tensor([1.0, 0.1, 0.1])[:, None, None]  # red 12-px square
     crops, box, colours = object_crops(frames.clamp(0, 1), (32, 32))
-    assert crops.shape == (2, 1, 3, 32, 32) and box.shape == (2, 4)
+    assert crops.shape == (2, 1, 3, 32, 32) and box.shape == (2, 5)
     crops = crops[:, 0]
     cx, cy = box[0, 0].item(), box[0, 1].item()
     assert abs(cx - (18 / 48 - 1)) < 0.05 and abs(cy - (66 / 48 - 1)) < 0.05  # centre of the square
@@ -82,6 +84,24 @@ def test_object_crops_find_the_object_and_fill_the_view():
     assert torch.equal(colours[1, 0], colours[1, 1])  # no object: its colour is the median
 
 
+def test_object_scale_does_not_depend_on_the_aspect_ratio_the_frame_was_squashed_from():
+    """The same 24-px disc in a 192 × 108 (16:9), a 144 × 144 and a 108 × 192 frame, each
+    squashed to 96 × 96 as the captioner's decoder does: the crop side follows the aspect ratio,
+    the scale feature (log2 of √(w/W · h/H) / 0.2) does not and reads the disc's true size."""
+    def squashed(width: int, height: int) -> torch.Tensor:
+        y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        disc = ((x - width / 2) ** 2 + (y - height / 2) ** 2 < 12 ** 2).float()
+        frame = 0.5 + 0.4 * disc[None].repeat(3, 1, 1)  # (3, H, W)
+        return torch.nn.functional.interpolate(frame[None], size=(96, 96), mode="area")
+
+    _, box, _ = object_crops(torch.cat([squashed(192, 108), squashed(144, 144), squashed(108, 192)]),
+                             (32, 32))
+    sides, scales = box[:, 2], box[:, 4]
+    assert sides.max() - sides.min() > 0.15  # the side is the larger of the squashed extents
+    true = math.log2(24 / math.sqrt(192 * 108) / 0.2)
+    assert (scales - true).abs().max() < 0.12 and scales.max() - scales.min() < 0.1
+
+
 def test_two_object_crops_split_at_the_gap_between_objects():
     """``max_objects`` 2: a red square on the left and a blue one on the right get a crop
     each, in that order; one object alone fills both crops and the split flag says so."""
@@ -90,14 +110,14 @@ def test_two_object_crops_split_at_the_gap_between_objects():
     frames[:, :, 60:72, 12:24] = torch.tensor([1.0, 0.1, 0.1])[:, None, None]  # red, left
     frames[0, :, 20:36, 70:86] = torch.tensor([0.1, 0.1, 1.0])[:, None, None]  # blue, right
     crops, box, colours = object_crops(frames.clamp(0, 1), (32, 32), objects=2)
-    assert crops.shape == (2, 2, 3, 32, 32) and box.shape == (2, 9)
-    assert box[0, 8] == 1.0 and box[1, 8] == -1.0  # split / not split
+    assert crops.shape == (2, 2, 3, 32, 32) and box.shape == (2, 11)
+    assert box[0, 10] == 1.0 and box[1, 10] == -1.0  # split / not split
     red, blue = crops[0, 0, 0].mean(), crops[0, 1, 2].mean()
     assert crops[0, 0, 0, 16, 16] > 0.8 and crops[0, 1, 2, 16, 16] > 0.8  # each centred on its own
     assert crops[0, 0, 2].max() < 0.7 and crops[0, 1, 0].max() < 0.7  # … and not on the other
     assert red > 0.5 and blue > 0.5
-    assert abs(box[0, 0] - (18 / 48 - 1)) < 0.05 and abs(box[0, 4] - (78 / 48 - 1)) < 0.05
-    assert torch.equal(crops[1, 0], crops[1, 1]) and torch.equal(box[1, :4], box[1, 4:8])
+    assert abs(box[0, 0] - (18 / 48 - 1)) < 0.05 and abs(box[0, 5] - (78 / 48 - 1)) < 0.05
+    assert torch.equal(crops[1, 0], crops[1, 1]) and torch.equal(box[1, :5], box[1, 5:10])
     assert torch.allclose(colours[0, 0], torch.tensor([1.0, 0.1, 0.1]), atol=0.03)  # red, then
     assert torch.allclose(colours[0, 1], torch.tensor([0.1, 0.1, 1.0]), atol=0.03)  # blue
 
@@ -188,7 +208,7 @@ def test_pooled_track_and_colour_tokens_join_the_prefix(crop_tokens):
                                          "crop_colour": False, "pooled_tokens": True,
                                          "word_head": 1.0},
                          resampler={"track_token": True, "colour_token": True,
-                                    "crop_tokens": crop_tokens})
+                                    "object_tokens": False, "crop_tokens": crop_tokens})
     torch.manual_seed(0)
     model = VideoCaptioner(config, vocab_size=300).eval()
     q = config.resampler.queries
@@ -209,6 +229,51 @@ def test_pooled_track_and_colour_tokens_join_the_prefix(crop_tokens):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in deep.parameters())
     for mlp in (model.track_mlp, model.colour_token_mlp, model.word_head):
         assert next(mlp.parameters()).grad.abs().sum() > 0  # each new path trains
+
+
+def _two_squares(k: int, right_colour: tuple[float, float, float], right_step: int) -> torch.Tensor:
+    """(1, k, 3, 96, 96) uint8: a red square moving down on the left, a second one on the right
+    (``right_colour``, moving ``right_step`` px per frame to the right), over grey."""
+    frames = torch.full((1, k, 3, 96, 96), 128, dtype=torch.uint8)
+    for t in range(k):
+        y, x = 20 + 4 * t, 56 + right_step * t
+        frames[0, t, :, y:y + 12, 8:20] = torch.tensor([255, 25, 25], dtype=torch.uint8)[:, None, None]
+        frames[0, t, :, 40:52, x:x + 12] = (torch.tensor(right_colour) * 255).to(torch.uint8)[:, None, None]
+    return frames
+
+
+def test_object_tokens_keep_each_object_to_its_own_token():
+    """``resampler.object_tokens``: one token per object crop, one for the scene. Changing the
+    right object's colour or motion changes its token and leaves the left object's token as it
+    was: nothing of one object leaks into the other's token (what the LM binds a caption's first
+    and second object to). The tokens replace the track and colour tokens, and need crops."""
+    config = load_config("tiny", vision={"frames": 3, "object_crops": 96, "max_objects": 2,
+                                         "crop_colour": False, "pooled_tokens": True},
+                         resampler={"object_tokens": True, "track_token": False,
+                                    "colour_token": False})
+    torch.manual_seed(0)
+    model = VideoCaptioner(config, vocab_size=300).eval()
+    q, n = config.resampler.queries, model.prefix_len
+    assert n == q + 2 * 3 + 2 + 1
+    base = model.encode_video(_two_squares(3, (0.1, 0.1, 1.0), right_step=6))[0, -3:]  # (3, D)
+    for other in (_two_squares(3, (0.1, 1.0, 0.1), right_step=6),  # green, not blue
+                  _two_squares(3, (0.1, 0.1, 1.0), right_step=-6)):  # moving left, not right
+        tokens = model.encode_video(other)[0, -3:]
+        assert torch.allclose(tokens[0], base[0], atol=1e-5)  # the left object's token
+        assert not torch.allclose(tokens[1], base[1], atol=1e-3)  # the right object's token
+    model.train()
+    ids = torch.randint(3, 300, (1, 6))
+    model(_two_squares(3, (0.1, 0.1, 1.0), 6), ids, torch.ones_like(ids))[0].backward()
+    for part in (model.object_tokens.object_mlp, model.object_tokens.scene_mlp):
+        assert next(part.parameters()).grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="replaces track_token"):
+        VideoCaptioner(load_config("tiny", resampler={"object_tokens": True, "track_token": True}),
+                       vocab_size=300)
+    with pytest.raises(ValueError, match="object_tokens needs"):
+        VideoCaptioner(load_config("tiny", vision={"pooled_tokens": False, "word_head": 0.0},
+                                   resampler={"object_tokens": True, "track_token": False,
+                                              "colour_token": False, "crop_tokens": True}),
+                       vocab_size=300)
 
 
 def test_word_loss_counts_the_caption_tokens_that_occur():
