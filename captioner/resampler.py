@@ -179,8 +179,8 @@ class ObjectTokens(nn.Module):
     one it is. So one token carries all of one object's attributes, in caption order (the crops
     come left / top first), and the LM has no object to untangle from a mixed token. The scene
     token gets the rest, per frame: the background's median colour, the camera-shift curves and
-    whether the crops split into two objects. The camera curves go into every object's token
-    too: whether an object moves in the scene is its on-screen motion minus the camera's.
+    whether the crops split into two objects. (The camera curves in every object's token too, so
+    it could subtract the pan, measured worse in one 10-minute run: 62.6 % against 86.7 %.)
     """
 
     def __init__(self, frames: int, objects: int, per_object: int, pooled_width: int,
@@ -188,8 +188,7 @@ class ObjectTokens(nn.Module):
         super().__init__()
         self.objects, self.per_object = objects, per_object
         self.pooled_norm = nn.LayerNorm(pooled_width)
-        self.object_mlp = mlp(frames * (2 * per_object + 3 + pooled_width + camera_dim), 2 * width,
-                              width)
+        self.object_mlp = mlp(frames * (2 * per_object + 3 + pooled_width), 2 * width, width)
         self.scene_mlp = mlp(frames * (3 + camera_dim + (objects > 1)), 2 * width, width)
         self.slot_embed = nn.Parameter(0.02 * torch.randn(objects + 1, width))
 
@@ -203,12 +202,11 @@ class ObjectTokens(nn.Module):
         k, o = box.shape[1], self.objects
         rgb = (colours - 0.5) / 0.25  # (B, K, O + 1, 3)
         crops = self.pooled_norm(pooled.unflatten(1, (o, k))).transpose(1, 2)  # (B, K, O, E)
-        per = [box.unflatten(-1, (o, -1)), change.unflatten(-1, (o, -1)), rgb[:, :, :o], crops]
-        scene = [rgb[:, :, o]] + ([split] if split is not None else [])  # (B, K, 3), (B, K, 1)
-        if camera is not None:  # both: an object's motion in the scene is its own minus the pan
-            per.append(4.0 * camera[:, :, None].expand(-1, -1, o, -1))  # (B, K, O, Fc)
-            scene.append(4.0 * camera)  # (B, K, Fc)
-        per = torch.cat(per, dim=-1)  # (B, K, O, 2F + 3 + E [+ Fc])
+        per = torch.cat([box.unflatten(-1, (o, -1)), change.unflatten(-1, (o, -1)), rgb[:, :, :o],
+                         crops], dim=-1)  # (B, K, O, 2F + 3 + E)
         objects = self.object_mlp(per.transpose(1, 2).flatten(2))  # (B, O, W)
+        scene = [rgb[:, :, o]] + ([split] if split is not None else [])  # (B, K, 3), (B, K, 1)
+        if camera is not None:
+            scene.append(4.0 * camera)  # (B, K, Fc)
         scene = self.scene_mlp(torch.cat(scene, dim=-1).flatten(1))[:, None]  # (B, 1, W)
         return torch.cat([objects, scene], dim=1) + self.slot_embed  # (B, O + 1, W)
