@@ -3,7 +3,8 @@
 Writes: every ``append`` is one new part file ``catalog/<table>/part-<writer>-<seq>.parquet``,
 written to a hidden tmp name and renamed, so readers never see a partial part and concurrent
 writers (distinct writer ids) never collide. Reads: see ``storage.sql`` — views show each key
-once (latest ``_written_ns`` wins) and the SQL path is read-only.
+once (latest ``_written_ns`` wins, except that a job's ended row beats a later ``running`` one)
+and the SQL path is read-only.
 """
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ class Catalog:
             return run_query(con, sql)
 
     def read_table(self, table: str) -> pa.Table:
-        """The deduplicated contents of ``table`` (each key once, latest write wins)."""
+        """The deduplicated contents of ``table`` (each key once: its current row, normally the
+        latest write; see ``TableSpec.current``)."""
         table_spec(table)
         return self.query(f"SELECT * FROM {table}")
 
