@@ -202,7 +202,7 @@ class VideoCaptioner(nn.Module):
             crops = crop.unbind(1)  # O × (B·K, 3, h, w)
             pixels = F.interpolate(pixels, size=self.tower_size, mode="area")  # (B·K, 3, h, w)
             own = box.unflatten(0, (b, k))  # (B, K, 5·O [+ 1])
-            motion = 4.0 * _next_frame_change(own[..., : BOX_FEATURES * n_obj])  # (B, K, 5·O): how boxes move
+            motion = 4.0 * _next_frame_change(own[..., : BOX_FEATURES * n_obj])  # (B, K, 5·O)
             box = torch.cat([own, motion], dim=-1)  # (B, K, box_features(O))
         # saliency (B·K, P), patch colour (B·K, P, 6), median (B·K, 3)
         saliency, rgb, median = pixel_statistics(pixels, self.frame_encoder.stride)
@@ -326,8 +326,9 @@ def object_crops(pixels: torch.Tensor, size: tuple[int, int],
     fifth of the frame across). Frames arrive squashed to a square, so the side depends on the
     source's aspect ratio (an object as wide as a fifth of the frame is 0.15 of a 16:9 frame's
     height) and the scale does not (√(w/W · h/H) = d/√(W·H) for an object d across). With O = 2
-    a last feature says whether the salient pixels split in two (+1) or not (−1). Colours: each object's mean salient colour (the frame's
-    median when it has no salient pixel), then the frame's median.
+    a last feature says whether the salient pixels split in two (+1) or not (−1). Colours: each
+    object's mean salient colour (the frame's median when it has no salient pixel), then the
+    frame's median.
     Salient: Σ|pixel − the frame's median colour| over RGB above SILHOUETTE_FLOOR +
     SILHOUETTE_RISE / 2 (objects, not the faint background texture); a box spans the 2nd to 98th
     percentile of its pixels' rows and columns, so a stray pixel does not stretch it. With O = 2
@@ -379,7 +380,9 @@ def split_clips(frames: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     for i in range(0, len(flat), chunk):
         pixels = flat[i:i + chunk].float() / 255.0
         votes.append(_split_in_two(_salient(pixels, frame_median(pixels)))[1])
-    return torch.cat(votes).view(n, k).float().mean(1) > 0.5 if n else torch.zeros(0, dtype=torch.bool)
+    if not n:
+        return torch.zeros(0, dtype=torch.bool)
+    return torch.cat(votes).view(n, k).float().mean(1) > 0.5  # (N,)
 
 
 def _mean_colour(pixels: torch.Tensor, mask: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:

@@ -186,7 +186,7 @@ class ObjectTokens(nn.Module):
     def __init__(self, frames: int, objects: int, per_object: int, pooled_width: int,
                  camera_dim: int, width: int):
         super().__init__()
-        self.objects, self.per_object = objects, per_object
+        self.objects = objects
         self.pooled_norm = nn.LayerNorm(pooled_width)
         self.object_mlp = mlp(frames * (2 * per_object + 3 + pooled_width), 2 * width, width)
         self.scene_mlp = mlp(frames * (3 + camera_dim + (objects > 1)), 2 * width, width)
