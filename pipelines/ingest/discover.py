@@ -1,7 +1,6 @@
 """Find input videos: a directory, a glob, a text file of URIs, or any fsspec URL (s3://…)."""
 from __future__ import annotations
 
-import glob as globmod
 import logging
 import os
 from dataclasses import dataclass
