@@ -264,7 +264,8 @@ def test_object_tokens_keep_each_object_to_its_own_token():
     model.train()
     ids = torch.randint(3, 300, (1, 6))
     model(_two_squares(3, (0.1, 0.1, 1.0), 6), ids, torch.ones_like(ids))[0].backward()
-    for part in (model.object_tokens.object_mlp, model.object_tokens.scene_mlp):
+    for part in (model.object_tokens.object_mlp, model.object_tokens.scene_mlp,
+                 model.object_tokens.colour_mlp):
         assert next(part.parameters()).grad.abs().sum() > 0
     with pytest.raises(ValueError, match="replaces track_token"):
         VideoCaptioner(load_config("tiny", resampler={"object_tokens": True, "track_token": True}),
