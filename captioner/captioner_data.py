@@ -223,7 +223,6 @@ def shots_from_truth(world_dir: str | Path, out_dir: str | Path,
 
 def _cut_video(src: Path, shots: list[dict], out: Path, fps: float) -> list[Path]:
     """Write each shot's frames of ``src`` to its own file (skipping files already there)."""
-
     paths = [out / f"{src.stem}_s{s['index']:02d}.mp4" for s in shots]
     if all(p.exists() for p in paths):
         return paths

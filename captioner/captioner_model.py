@@ -353,9 +353,8 @@ def object_crops(pixels: torch.Tensor, size: tuple[int, int],
     grid = F.affine_grid(theta, [len(flat), 3, *size], align_corners=False)  # (N·O, h, w, 2)
     source = pixels.repeat_interleave(len(parts), dim=0)  # (N·O, 3, H, W)
     crops = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    scale = torch.stack([_object_scale(part) for part in parts], dim=1)  # (N, O)
-    features = torch.cat([boxes[..., :2], boxes[..., 2:3] - 1, 8 * boxes[..., 3:] - 1,
-                          torch.log2(scale / 0.2)[..., None]], dim=-1)
+    features = torch.cat([boxes[..., :2], boxes[..., 2:3] - 1, 8 * boxes[..., 3:4] - 1,
+                          torch.log2(boxes[..., 4:] / 0.2)], dim=-1)
     features = features.flatten(1)  # (N, 5·O), roughly unit range
     if split is not None:
         features = torch.cat([features, 2 * split.float()[:, None] - 1], dim=1)  # (N, 5·O + 1)
@@ -394,8 +393,9 @@ def _mean_colour(pixels: torch.Tensor, mask: torch.Tensor, fallback: torch.Tenso
 
 
 def _crop_box(mask: torch.Tensor) -> torch.Tensor:
-    """(N, 4) crop box around the salient pixels of ``mask`` (N, H, W): centre x, centre y
-    (−1…1), side (frame units, 0…2, margin and minimum side included), salient share."""
+    """(N, 5) crop box around the salient pixels of ``mask`` (N, H, W): centre x, centre y
+    (−1…1), side (frame units, 0…2, margin and minimum side included), salient share, and the
+    object's scale √(width share · height share) of the salient box (at least 1/32)."""
     _, h, w = mask.shape
     share = mask.mean(dim=(1, 2))  # (N,)
     y0, y1 = _mass_range(mask.sum(2))  # (N,) in pixels, rows
@@ -403,19 +403,11 @@ def _crop_box(mask: torch.Tensor) -> torch.Tensor:
     cx, cy = (x0 + x1 + 1) / w - 1, (y0 + y1 + 1) / h - 1  # (N,) centre in −1…1
     side = torch.maximum((x1 - x0 + 1) / w, (y1 - y0 + 1) / h) * 2 * (1 + 2 * CROP_MARGIN)  # (N,)
     side = side.clamp(min=2 * CROP_MIN_SIDE, max=2.0)
+    scale = torch.sqrt((x1 - x0 + 1) / w * (y1 - y0 + 1) / h)  # (N,)
     empty = share == 0
     cx, cy, side = cx.masked_fill(empty, 0.0), cy.masked_fill(empty, 0.0), side.masked_fill(empty, 2.0)
-    return torch.stack([cx, cy, side, share], dim=1)
-
-
-def _object_scale(mask: torch.Tensor) -> torch.Tensor:
-    """(N,) √(box width share · box height share) of the salient pixels of ``mask`` (N, H, W),
-    at least 1/32 (also for an empty mask)."""
-    _, h, w = mask.shape
-    y0, y1 = _mass_range(mask.sum(2))
-    x0, x1 = _mass_range(mask.sum(1))
-    scale = torch.sqrt((x1 - x0 + 1) / w * (y1 - y0 + 1) / h)
-    return scale.masked_fill(mask.sum(dim=(1, 2)) == 0, 0.0).clamp(min=1 / 32)
+    scale = scale.masked_fill(empty, 0.0).clamp(min=1 / 32)
+    return torch.stack([cx, cy, side, share, scale], dim=1)
 
 
 def _split_in_two(mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

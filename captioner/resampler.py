@@ -177,8 +177,9 @@ class ObjectTokens(nn.Module):
     tower's pooled embedding of its crop; the same MLP serves every object (what single-object
     shots teach holds for the second object of a pair), a learned slot embedding says which
     one it is, and a small MLP of the object's colours alone is added, so colour words are
-    learned early (in the demo's 2-minute budget colour went from 15 % to 51 % with it). So one token carries all of one object's attributes, in caption order (the crops
-    come left / top first), and the LM has no object to untangle from a mixed token. The scene
+    learned early (in the demo's 2-minute budget colour went from 15 % to 51 % with it). So one
+    token carries all of one object's attributes, in caption order (the crops come left / top
+    first), and the LM has no object to untangle from a mixed token. The scene
     token gets the rest, per frame: the background's median colour, the camera-shift curves and
     whether the crops split into two objects. (The camera curves in every object's token too, so
     it could subtract the pan, measured worse in one 10-minute run: 62.6 % against 86.7 %.)

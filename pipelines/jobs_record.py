@@ -31,7 +31,8 @@ class JobRecord:
         from pipelines.jobs.records import TERMINAL, job_row
         row = job_row(catalog, job_id)
         if row is not None and row["status"] in TERMINAL:
-            raise JobAlreadyEnded(f"job {job_id} is already {row['status']} in the catalog; not running it")
+            raise JobAlreadyEnded(f"job {job_id} is already {row['status']} in the catalog; "
+                                  "not running it")
         self.catalog, self.job_id, self.kind, self.spec = catalog, job_id, kind, spec
         self.started = datetime.now(timezone.utc)
         self.t0 = time.perf_counter()

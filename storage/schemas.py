@@ -35,6 +35,8 @@ def _s(*fields: tuple) -> pa.Schema:
     return pa.schema([pa.field(f[0], f[1], nullable=not (len(f) > 2 and f[2])) for f in fields])
 
 
+JOB_ENDED = ("succeeded", "failed", "stopped")  # job statuses after which a job never runs again
+
 TABLES: dict[str, TableSpec] = {t.name: t for t in [
     TableSpec("videos", ("video_id",), _s(
         ("video_id", pa.string(), True), ("uri", pa.string(), True), ("bytes", pa.int64()),
@@ -80,7 +82,7 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in [
         ("started_at", TS), ("finished_at", TS), ("error", pa.string())),
         # a job that ended stays ended: a driver Ray stopped before it ran may still write a late
         # ``running`` row, which must not revive it (the latest of several ended rows wins)
-        current="status IN ('succeeded', 'failed', 'stopped') DESC, _written_ns DESC"),
+        current=f"status IN {JOB_ENDED} DESC, _written_ns DESC"),
 ]}
 
 

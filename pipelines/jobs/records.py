@@ -10,11 +10,11 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-TERMINAL = ("succeeded", "failed", "stopped")
+from storage.schemas import JOB_ENDED as TERMINAL  # the jobs view ranks these rows first
 
 
 def job_row(catalog, job_id: str) -> dict[str, Any] | None:
-    """The latest row of ``job_id`` in the jobs table, or None."""
+    """The current row of ``job_id`` in the jobs table (an ended row beats later ones), or None."""
     rows = catalog.query(f"SELECT * FROM jobs WHERE job_id = {sql_str(job_id)}").to_pylist()
     return rows[0] if rows else None
 
