@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--max-side", type=int, default=160)
     ap.add_argument("--seed-fraction", type=float, default=0.5, help="Videos with a truth 'original' caption.")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=6000, help="Step cap (all folds together); the time budget binds first.")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-train-seconds", type=float, default=150.0)
     ap.add_argument("--threads", type=int, default=1)

@@ -26,6 +26,7 @@ START, END = "<s>", "</s>"
 WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 MAX_RIVALS = 16  # per word, the rivals sharing the most places with it
 RARE_SHARE = 0.1  # rivals used less than this share as often as the word's most used rival are typos
+SAME_CLIP_SHARE = 0.5  # words on the same clip this often are synonyms or compatible, not rivals
 
 
 def words_of(text: str) -> list[str]:
@@ -33,8 +34,8 @@ def words_of(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
-def build_rivals(captions: Iterable[str], min_count: int = 3,
-                 min_shared: int = 2) -> dict[str, list[str]]:
+def build_rivals(captions: Iterable[str], min_count: int = 3, min_shared: int = 2,
+                 clips: Iterable[Iterable[str]] | None = None) -> dict[str, list[str]]:
     """Word → its rivals: words used in the same places (learnt from ``captions``).
 
     A place is the word before and the word after (``START`` / ``END`` at the edges). Two
@@ -43,6 +44,12 @@ def build_rivals(captions: Iterable[str], min_count: int = 3,
     shapes share "red _", "_ video" … with shapes. A rival used less than RARE_SHARE as often as
     the word's most used rival is a typo ("bule" beside "blue") and is dropped. Most shared
     places first, at most MAX_RIVALS.
+
+    ``clips`` (each clip's captions), optional: rivals must exclude each other. Two words that
+    describe the same clip — on at least ``SAME_CLIP_SHARE`` of the clips with two or more
+    captions that use the rarer of them — are synonyms ("ball" in an alt text, "circle" in the
+    clip's description; "grey" and "gray") or compatible ("star" and "background"), so a
+    caption that says one is no evidence against the other: they are not rivals.
     """
     places: dict[str, set[str]] = defaultdict(set)
     counts: Counter = Counter()
@@ -56,15 +63,33 @@ def build_rivals(captions: Iterable[str], min_count: int = 3,
     for w in common:
         for place in places[w]:
             by_place[place].append(w)
+    together = _same_clip_share(clips) if clips is not None else lambda a, b: 0.0
     rivals = {}
     for w in common:
-        shared = Counter(r for place in places[w] for r in by_place[place] if r != w)
+        shared = Counter(r for place in places[w] for r in by_place[place]
+                         if r != w and together(w, r) < SAME_CLIP_SHARE)
         ranked = sorted((r for r, n in shared.items() if n >= min_shared), key=lambda r: (-shared[r], r))
         top = max((counts[r] for r in ranked), default=0)
         ranked = [r for r in ranked if counts[r] >= RARE_SHARE * top]
         if ranked:
             rivals[w] = ranked[:MAX_RIVALS]
     return rivals
+
+
+def _same_clip_share(clips: Iterable[Iterable[str]]):
+    """(a, b) → the share of the clips using the rarer of a and b whose captions use both,
+    over clips with two or more captions (one caption says each thing once)."""
+    words = [set(w for t in texts for w in words_of(t)) for texts in map(list, clips) if len(texts) > 1]
+    count = Counter(w for s in words for w in s)
+    index: dict[str, set[int]] = defaultdict(set)
+    for i, s in enumerate(words):
+        for w in s:
+            index[w].add(i)
+
+    def share(a: str, b: str) -> float:
+        rarer = min(count[a], count[b])
+        return len(index[a] & index[b]) / rarer if rarer else 0.0
+    return share
 
 
 def variants(text: str, rivals: dict[str, list[str]]) -> list[list[str]]:

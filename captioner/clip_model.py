@@ -19,11 +19,12 @@ a plain dict whose ``state_dict`` open_clip loads directly.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,6 +99,8 @@ def image_size(model) -> int:
 
 
 VIEWS = ("frame", "crops", "silhouettes")
+CROSS_FIT_MIN_CLIPS = 400  # train-clip cross-fits two folds from this many clips on (folds=None)
+SCRATCH_VIEWS = ("crops", "silhouettes")  # train-clip's default from scratch (recipe_defaults)
 VIEW_OBJECTS = 2  # object crops per frame (an X–Y cut of the salient pixels; see object_crops)
 
 
@@ -111,21 +114,26 @@ def check_views(views) -> tuple[str, ...]:
     return tuple(v for v in VIEWS if v in views)
 
 
-def recipe_defaults(model: str, pretrained: str | None, views=None, view_source: int | None = None) -> dict:
+def recipe_defaults(model: str, pretrained: str | None, views=None, view_source: int | None = None,
+                    folds: int | None = None) -> dict:
     """The view recipe ``train-clip`` uses unless told otherwise (TrainClipConfig fields).
 
-    From scratch: all three views, from frames decoded at twice the tower's input (crops of
+    From scratch: the object crops and their silhouettes (``SCRATCH_VIEWS``; the whole frame
+    added nothing but cost), from frames decoded at 128 px or twice the tower's input (crops of
     small objects need the pixels), with a contrastive loss per view kind beside the one of
-    their mean (so the colour-free silhouettes must match the text by shape alone), and word
-    positives (a short caption is a positive of every clip whose captions hold its key words).
-    Fine-tuning pretrained weights: whole frames at the input size, which is what such weights
-    know. Each choice is measured in benchmarks/RESULTS.md, "Filter quality".
+    their mean (so the colour-free silhouettes must match the text by shape alone),
+    word positives (a short caption is a positive of every clip whose captions hold its key
+    words) and cross-fitting (``folds=None``: two folds from ``CROSS_FIT_MIN_CLIPS`` clips on, a
+    model trained on a clip's caption cannot tell the caption is wrong). Fine-tuning
+    pretrained weights: whole frames at the input size, which is what such weights know, one
+    model. Each choice is measured in benchmarks/RESULTS.md, "Filter quality".
     """
-    views = check_views(views) if views else (VIEWS if pretrained is None else ("frame",))
+    views = check_views(views) if views else (SCRATCH_VIEWS if pretrained is None else ("frame",))
     objects = views != ("frame",)
-    source = view_source or (2 * input_size(model) if objects else None)
+    source = view_source or (max(128, 2 * input_size(model)) if objects else None)
     return {"views": views, "view_source": source, "word_positives": pretrained is None,
-            "view_loss": 1.0 if pretrained is None and len(views) > 1 else 0.0}
+            "view_loss": 1.0 if pretrained is None and len(views) > 1 else 0.0,
+            "folds": folds or (None if pretrained is None else 1)}
 
 
 def view_images(images, views: tuple[str, ...], size: int | None = None):
@@ -173,15 +181,21 @@ def encode_views(model, images, views: tuple[str, ...], per_kind: bool = False):
     kind's mean of normalised image embeddings, (N, len(views), D) with ``per_kind``, else their
     mean (N, D). Not normalised: the cosine of that mean with a text is the mean of the
     kinds' cosines, up to one factor per frame."""
-    import torch
     x, kinds = view_images(images, views, image_size(model))  # (N, M, 3, S, S)
+    return encode_view_images(model, x, kinds, len(views), per_kind)
+
+
+def encode_view_images(model, x, kinds: list[int], n_kinds: int, per_kind: bool = False):
+    """:func:`encode_views` on views already made: ``x`` (N, M, 3, S, S) in 0..1 from
+    :func:`view_images`, ``kinds`` its view kind per image."""
+    import torch
     n, m = x.shape[:2]
     mean = torch.tensor(model.visual.image_mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(model.visual.image_std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     emb = model.encode_image((x.flatten(0, 1) - mean) / std, normalize=True).float()  # (N·M, D)
     emb = emb.unflatten(0, (n, m))  # (N, M, D)
     index = torch.tensor(kinds, device=emb.device)
-    per = torch.stack([emb[:, index == k].mean(1) for k in range(len(views))], dim=1)  # (N, V, D)
+    per = torch.stack([emb[:, index == k].mean(1) for k in range(n_kinds)], dim=1)  # (N, V, D)
     return per if per_kind else per.mean(1)
 
 
@@ -208,12 +222,13 @@ class TrainClipConfig:
     word_positives: bool = False  # a text is a positive of every clip whose captions hold its key words
     view_source: int | None = None  # side of the decoded frames the views come from (None: input size)
     view_loss: float = 0.0  # weight of a contrastive loss per view kind, beside the one of their mean
+    folds: int | None = 1  # cross-fitting: K models, each without one fold of the clips; None: auto (train_clip)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "views", check_views(self.views))
         check_local_weights(self.pretrained)
-        if self.steps < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise ValueError(f"train-clip needs steps >= 1, batch_size >= 2 and lr > 0; got {self}")
+        if self.steps < 1 or self.batch_size < 2 or self.lr <= 0 or (self.folds is not None and self.folds < 1):
+            raise ValueError(f"train-clip needs steps >= 1, batch_size >= 2, lr > 0 and folds >= 1; got {self}")
 
 
 @dataclass
@@ -227,27 +242,96 @@ class TrainClipResult:
 
 
 def train_clip(frames: np.ndarray, texts: list[list[str]], config: TrainClipConfig, out: str,
-               on_log: Callable[[dict], None] | None = None) -> TrainClipResult:
+               on_log: Callable[[dict], None] | None = None,
+               clip_ids: list[str] | None = None) -> TrainClipResult:
     """Fit ``config.model`` on clips: ``frames`` (N, F, S, S, 3) uint8, ``texts[i]`` = clip i's captions.
 
     Each step draws ``batch_size`` distinct clips, one random frame and one random caption
     each, and minimises :func:`contrastive_loss`. Writes the checkpoint to ``out``.
+
+    With ``config.folds`` = K >= 2 it cross-fits: the clips fall into K folds by a hash of
+    their id (``clip_ids``, needed then; :func:`fold_of`), and model k is trained on every
+    fold but k, with 1/K of the steps and time budget. Model 0 is the checkpoint's model; the
+    others and the fold of every training clip ride along (``cross_fit``), so the scorer can
+    score each training clip with the one model that never saw it — a model scores the
+    captions it was trained on as true, wrong ones included (benchmarks/RESULTS.md, "Filter
+    quality"). ``folds=None`` picks 2 from ``CROSS_FIT_MIN_CLIPS`` clips on, else 1: on a
+    smaller set, models trained on half of it score too noisily to judge captions by.
     """
     import torch
+    if config.folds is None:
+        config = replace(config, folds=2 if len(frames) >= CROSS_FIT_MIN_CLIPS else 1)
+        log.info("train-clip: %d clips, %d fold(s)", len(frames), config.folds)
     assert frames.ndim == 5 and frames.shape[-1] == 3, f"frames must be (N, F, S, S, 3), got {frames.shape}"
     assert len(texts) == len(frames) and all(texts), "every clip needs at least one caption"
-    torch.manual_seed(config.seed)
+    if config.folds > 1 and (clip_ids is None or len(clip_ids) != len(frames)):
+        raise ValueError(f"train-clip with {config.folds} folds needs the id of every clip")
     if config.threads:
         torch.set_num_threads(config.threads)
     model, tokenizer = create_clip(config.model, config.pretrained)
     size = config.view_source or image_size(model)
     assert frames.shape[2] == size, f"frames are {frames.shape[2]}px, train-clip wants {size}px"
-    batches = _Batches(texts, tokenizer, config.seed)
-    pixels = torch.from_numpy(np.ascontiguousarray(frames))  # (N, F, S, S, 3) uint8
-    optimizer = _optimizer(model, config)
-    result = _fit(model, pixels, batches, optimizer, config, on_log)
-    save_checkpoint(out, model, optimizer, config, result, batches.rivals)
+    batches = _Batches(texts, tokenizer, config.seed)  # all captions: the swap vocabulary
+    t0 = time.perf_counter()
+    views, kinds = precompute_views(frames, config.views, image_size(model))
+    log.info("train-clip: %d views of %d frames made in %.1fs", views.shape[2], views.shape[0] * views.shape[1],
+             time.perf_counter() - t0)
+    if config.folds == 1:
+        torch.manual_seed(config.seed)
+        optimizer = _optimizer(model, config)
+        result = _fit(model, views, kinds, batches, optimizer, config, on_log)
+        save_checkpoint(out, model, optimizer, config, result, batches.rivals)
+        return result
+    folds = np.array([fold_of(c, config.folds) for c in clip_ids])
+    per_fold = replace(config, steps=max(1, config.steps // config.folds),
+                       max_seconds=config.max_seconds / config.folds if config.max_seconds else None)
+    models, results = [], []
+    for k in range(config.folds):
+        keep = np.nonzero(folds != k)[0]
+        if len(keep) < 2:
+            raise ValueError(f"cross-fitting with {config.folds} folds leaves fold {k} model "
+                             f"{len(keep)} clips to train on; use fewer folds or more clips")
+        log.info("train-clip: fold %d of %d, %d clips", k + 1, config.folds, len(keep))
+        torch.manual_seed(config.seed + k)
+        model_k = model if k == 0 else create_clip(config.model, config.pretrained)[0]
+        optimizer_k = _optimizer(model_k, config)
+        fold_batches = _Batches([texts[i] for i in keep], tokenizer, config.seed + k)
+
+        def fold_log(m, k=k):
+            if on_log:
+                on_log({**m, "fold": k})
+        results.append(_fit(model_k, views[torch.from_numpy(keep)], kinds, fold_batches, optimizer_k,
+                            per_fold, fold_log))
+        models.append((model_k, optimizer_k))
+    result = TrainClipResult(sum(r.steps for r in results), sum(r.seconds for r in results),
+                             results[0].final_loss,
+                             [{**m, "fold": k} for k, r in enumerate(results) for m in r.metrics])
+    cross_fit = {"folds": config.folds, "state_dicts": [m.state_dict() for m, _ in models[1:]],
+                 "fold_of": dict(zip(clip_ids, folds.tolist()))}
+    save_checkpoint(out, models[0][0], models[0][1], config, result, batches.rivals, cross_fit)
     return result
+
+
+def fold_of(clip_id: str, folds: int) -> int:
+    """The cross-fitting fold of a clip: a hash of its id, so the split does not follow the
+    order clips were ingested in (the same for every run and machine)."""
+    return int(hashlib.sha1(clip_id.encode()).hexdigest()[:8], 16) % folds
+
+
+def precompute_views(frames: np.ndarray, views: tuple[str, ...], size: int, chunk: int = 256):
+    """Every frame's views, made once before training (the object search is most of a tiny
+    tower's step otherwise): ``frames`` (N, F, H, H, 3) uint8 → (N, F, M, 3, S, S) uint8 and
+    the view kind of each of the M images (:func:`view_images`)."""
+    import torch
+    n, f = frames.shape[:2]
+    flat = torch.from_numpy(np.ascontiguousarray(frames)).flatten(0, 1)  # (N·F, H, H, 3)
+    out, kinds = [], []
+    with torch.no_grad():
+        for i in range(0, len(flat), chunk):
+            x = flat[i:i + chunk].permute(0, 3, 1, 2).float().div_(255)
+            made, kinds = view_images(x, views, size)  # (b, M, 3, S, S)
+            out.append(made.mul_(255).round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out).unflatten(0, (n, f)), kinds
 
 
 class _Batches:
@@ -265,7 +349,7 @@ class _Batches:
         where = {t: i for i, t in enumerate(unique)}
         self.tokens, row = torch.unique(tokenizer(unique), dim=0, return_inverse=True)  # (n_texts, L)
         self.choices = [row[[where[t] for t in clip]].numpy() for clip in texts]
-        self.rivals = build_rivals(unique)
+        self.rivals = build_rivals(unique, clips=texts)
         text_of = dict(zip(row.tolist(), unique))  # a text of each token row
         self.keys = {r: frozenset(w for w in words_of(t) if w in self.rivals) for r, t in text_of.items()}
         self.clip_words = [frozenset(w for t in clip for w in words_of(t)) for clip in texts]
@@ -290,6 +374,26 @@ class _Batches:
         import torch
         keys = [self.keys[int(r)] for r in rows]
         return torch.tensor([[bool(k) and k <= self.clip_words[int(c)] for k in keys] for c in clips])
+
+
+def encode_text_trimmed(model, tokens):
+    """``model.encode_text(tokens, normalize=True)`` computed on the tokens up to the longest
+    text's end (the causal mask makes the padding after a text's end token irrelevant to it),
+    which is several times cheaper for short captions. Models that are not open_clip's plain
+    ``CLIP`` (custom or HF text towers) get the full call."""
+    import torch.nn.functional as F
+    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
+    if not all(hasattr(model, a) for a in needed) or getattr(model, "text_pool_type", "argmax") != "argmax":
+        return model.encode_text(tokens, normalize=True)
+    from open_clip.transformer import text_global_pool
+    length = int((tokens != 0).sum(1).max())
+    t = tokens[:, :length]
+    x = model.token_embedding(t) + model.positional_embedding[:length]
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+    x = text_global_pool(x, t, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    if model.text_projection is not None:
+        x = model.text_projection(x) if hasattr(model.text_projection, "weight") else x @ model.text_projection
+    return F.normalize(x, dim=-1)
 
 
 def _optimizer(model, config: TrainClipConfig):
@@ -365,8 +469,10 @@ def contrastive_loss(image_features, text_features, logit_scale, text_ids, posit
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, column_targets))
 
 
-def _fit(model, pixels, batches: _Batches, optimizer, config: TrainClipConfig, on_log) -> TrainClipResult:
-    """The loop: sample, augment, forward, contrastive loss, step; stops at ``steps`` or ``max_seconds``."""
+def _fit(model, views, kinds: list[int], batches: _Batches, optimizer, config: TrainClipConfig,
+         on_log) -> TrainClipResult:
+    """The loop: sample, augment, forward, contrastive loss, step; stops at ``steps`` or
+    ``max_seconds``. ``views`` (N, F, M, 3, S, S) uint8: :func:`precompute_views`."""
     import torch
     import torch.nn.functional as F
     gen = torch.Generator().manual_seed(config.seed)
@@ -377,13 +483,13 @@ def _fit(model, pixels, batches: _Batches, optimizer, config: TrainClipConfig, o
         for group in optimizer.param_groups:
             group["lr"] = lr
         clips, texts = batches.draw(config.batch_size)
-        which = torch.randint(pixels.shape[1], (len(clips),), generator=gen)  # a frame per clip
-        images = pixels[torch.from_numpy(clips), which].permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
+        which = torch.randint(views.shape[1], (len(clips),), generator=gen)  # a frame per clip
+        images = views[torch.from_numpy(clips), which].float().div_(255)  # (B, M, 3, S, S)
         if config.augment:
-            images = augment(images, gen)
+            images = augment(images.flatten(0, 1), gen).unflatten(0, images.shape[:2])
         text_ids = torch.from_numpy(texts)  # (B,)
-        per_kind = encode_views(model, images, config.views, per_kind=True)  # (B, V, D)
-        text_features = model.encode_text(batches.tokens[text_ids], normalize=True)  # (B, D)
+        per_kind = encode_view_images(model, images, kinds, len(config.views), per_kind=True)  # (B, V, D)
+        text_features = encode_text_trimmed(model, batches.tokens[text_ids])  # (B, D)
         scale = model.logit_scale.exp()
         image_features = F.normalize(per_kind.mean(1), dim=-1)  # (B, D)
         positives = batches.positives(clips, texts) if config.word_positives else None
@@ -412,11 +518,12 @@ def _fit(model, pixels, batches: _Batches, optimizer, config: TrainClipConfig, o
 
 
 def save_checkpoint(out: str, model, optimizer, config: TrainClipConfig, result: TrainClipResult,
-                    rivals: dict[str, list[str]]) -> None:
+                    rivals: dict[str, list[str]], cross_fit: dict | None = None) -> None:
     """A plain dict (open_clip reads ``state_dict``), written to a tmp name and renamed.
 
-    Beside the weights: the view recipe (``views``, ``view_source``) and the swap vocabulary
-    of the training captions (``rivals``), which the scorer reads back (``ClipRecipe``)."""
+    Beside the weights: the view recipe (``views``, ``view_source``), the swap vocabulary
+    of the training captions (``rivals``) and, when cross-fitted, the other folds' models and
+    the fold of each training clip (``cross_fit``), which the scorer reads back (``ClipRecipe``)."""
     import open_clip
     import torch
     checkpoint: dict[str, Any] = {
@@ -425,7 +532,7 @@ def save_checkpoint(out: str, model, optimizer, config: TrainClipConfig, result:
         "model_config": open_clip.get_model_config(config.model),
         "train_config": asdict(config), "rng": torch.get_rng_state(),
         "metrics": result.metrics, "views": list(config.views),
-        "view_source": config.view_source or image_size(model), "rivals": rivals}
+        "view_source": config.view_source or image_size(model), "rivals": rivals, "cross_fit": cross_fit}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.tmp-{os.getpid()}"
     torch.save(checkpoint, tmp)

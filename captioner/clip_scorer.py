@@ -11,6 +11,7 @@ are converted once); embeddings come out L2-normalised as float32 numpy arrays.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from contextlib import nullcontext
@@ -76,7 +77,23 @@ class ClipScorer:
         self.frame_size = recipe.frame_size or image_size(self.model)  # side of the frames to pass in
         self.rivals = recipe.rivals  # word → rivals, for contrast scores (None: not a train-clip model)
         self.embed_dim = int(self.encode_texts([""]).shape[1])
+        self.folds, self.fold_of = [self], {}
+        if recipe.cross_fit:
+            self.fold_of = recipe.cross_fit["fold_of"]
+            for state in recipe.cross_fit["state_dicts"]:
+                other = copy.copy(self)
+                other.model, other._text_cache = copy.deepcopy(self.model), {}
+                other.model.load_state_dict(state)
+                other.folds = None
+                self.folds.append(other)
         return self
+
+    def judges(self, clip_id: str | None) -> list["ClipScorer"]:
+        """The models that score ``clip_id``'s captions: a cross-fitted checkpoint's one model
+        that did not train on the clip; all its models (to average) for a clip none trained
+        on; this model alone otherwise."""
+        fold = self.fold_of.get(clip_id) if clip_id is not None else None
+        return self.folds if fold is None else [self.folds[fold]]
 
     @property
     def image_size(self) -> int:
@@ -140,12 +157,14 @@ class ClipScorer:
 class ClipRecipe:
     """What a ``train-clip`` checkpoint records besides its weights: what the tower saw of each
     frame (``views``), how large the frames were decoded (``frame_size``; None: the tower's
-    input size) and the swap vocabulary learnt from its captions (``rivals``, for
-    ``captioner.caption_contrast``; None: unknown)."""
+    input size), the swap vocabulary learnt from its captions (``rivals``, for
+    ``captioner.caption_contrast``; None: unknown) and, when it was cross-fitted, the other
+    folds' models and the fold of each training clip (``cross_fit``; ``ClipScorer.judges``)."""
 
     views: tuple[str, ...] = ("frame",)
     frame_size: int | None = None
     rivals: dict | None = None
+    cross_fit: dict | None = None  # {folds, state_dicts of folds 1.., fold_of: clip_id → fold}
 
 
 def checkpoint_recipe(pretrained: str | None) -> ClipRecipe:
@@ -163,7 +182,7 @@ def checkpoint_recipe(pretrained: str | None) -> ClipRecipe:
         return ClipRecipe()
     source = checkpoint.get("view_source")
     return ClipRecipe(check_views(checkpoint.get("views") or ("frame",)), int(source) if source else None,
-                      checkpoint.get("rivals"))
+                      checkpoint.get("rivals"), checkpoint.get("cross_fit"))
 
 
 def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -32,7 +32,8 @@ def train_clip(root: str = RootOpt,
                max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Stop when this much time is spent."),
                frames_per_clip: int = typer.Option(8, "--frames-per-clip", min=1),
                views: Optional[str] = typer.Option(None, "--views", help="What the tower sees of a frame, comma-separated out of frame, crops, silhouettes (default: all three from scratch, frame when fine-tuning)."),
-               view_source: Optional[int] = typer.Option(None, "--view-source", min=8, help="Decode frames this large for the views (default: twice the model's input with crops)."),
+               view_source: Optional[int] = typer.Option(None, "--view-source", min=8, help="Decode frames this large for the views (default: 128 px or twice the model's input, with crops)."),
+               folds: Optional[int] = typer.Option(None, "--folds", min=1, help="Cross-fit K models, each without one fold of the clips: `score` judges every training clip's captions with the model that never saw it (default from scratch: 2 from 400 clips on, else 1; fine-tuning: 1; each fold gets 1/K of --steps and --max-seconds)."),
                seed: int = typer.Option(0, "--seed"), threads: Optional[int] = ThreadsOpt) -> None:
     """Fit a CLIP (from scratch, or fine-tune --clip-pretrained) on captioned clips with a contrastive loss.
 
@@ -46,7 +47,7 @@ def train_clip(root: str = RootOpt,
                                 batch_size=batch_size, lr=lr, max_seconds=max_seconds,
                                 frames_per_clip=frames_per_clip, seed=seed, threads=threads,
                                 views=[v.strip() for v in views.split(",") if v.strip()] if views else None,
-                                view_source=view_source)
+                                view_source=view_source, folds=folds)
         result = spec.run()
     except ValueError as e:
         fail(str(e))

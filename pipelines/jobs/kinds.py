@@ -143,7 +143,10 @@ class TrainClipJobSpec(_Spec):
     views: Optional[list[str]] = Field(None, description="What the tower sees of a frame (frame, crops, "
                                        "silhouettes); default all three from scratch, frame when fine-tuning.")
     view_source: Optional[int] = Field(None, ge=8, description="Side frames are decoded at for the views "
-                                       "(default: twice the model's input with crops, else its input).")
+                                       "(default: 128 px or twice the model's input with crops, else its input).")
+    folds: Optional[int] = Field(None, ge=1, description="Cross-fit K models, each without one fold of the "
+                                 "clips, so every training clip is scored by a model that never saw it "
+                                 "(default from scratch: 2 from 400 clips on, else 1; fine-tuning: 1).")
 
     @model_validator(mode="after")
     def _known_views(self):
@@ -156,7 +159,7 @@ class TrainClipJobSpec(_Spec):
         """The ``TrainClipConfig``: lr 2e-3 from scratch, 2e-5 when fine-tuning, unless given; views
         and the per-view loss as ``captioner.clip_model.recipe_defaults`` chooses, unless given."""
         from captioner.clip_model import TrainClipConfig, recipe_defaults
-        recipe = recipe_defaults(self.clip_model, self.clip_pretrained, self.views, self.view_source)
+        recipe = recipe_defaults(self.clip_model, self.clip_pretrained, self.views, self.view_source, self.folds)
         return TrainClipConfig(model=self.clip_model, pretrained=self.clip_pretrained, steps=self.steps,
                                batch_size=self.batch_size, lr=self.lr or (2e-5 if self.clip_pretrained else 2e-3),
                                max_seconds=self.max_seconds, seed=self.seed, threads=self.threads, **recipe)

@@ -148,20 +148,15 @@ class ClipScoreStage(Stage):
         """Scores and embedding columns for each (live) row."""
         frames = np.stack([ClipFrames.from_row(r).rgb for r in rows])  # (B, K, S, S, 3)
         video = self.scorer.video_embeddings(frames)  # (B, D)
-        alt = self._caption_cosines(video, [r.get("alt_text") for r in rows])  # (B,)
-        orig = self._caption_cosines(video, [r.get("original_text") for r in rows])  # (B,)
+        captions = self._caption_scores(rows, frames, video)
         reference = [r.get("alt_text") or r.get("original_text") or self.config.reference_prompt
                      for r in rows]
         ref_cos = np.sum(video * self.scorer.encode_texts(reference), axis=1)  # (B,)
         neg_cos = video @ self.negatives.T  # (B, P)
         neg_prob = 1.0 / (1.0 + np.exp(-self.scorer.logit_scale * (neg_cos - ref_cos[:, None])))
-        contrast: list[float | None] = [None] * len(rows)
-        if self.scorer.rivals:
-            contrast = contrast_scores(video, [r.get("alt_text") for r in rows], self.scorer.encode_texts,
-                                       self.scorer.logit_scale, self.scorer.rivals)
         out = []
         for b in range(len(rows)):
-            scores = {"clip_text": alt[b], "clip_text_original": orig[b], "clip_text_contrast": contrast[b]}
+            scores = dict(captions[b])
             scores.update({slug: float(neg_prob[b, p]) for p, slug in enumerate(self.slugs)})
             # None stays (a NULL score): clips_v gets every column the default rules name, and a
             # rescore without the caption clears an old value
@@ -169,13 +164,37 @@ class ClipScoreStage(Stage):
                         "embedding": video[b].astype(np.float32).tolist()})
         return out
 
-    def _caption_cosines(self, video: np.ndarray, texts: list[str | None]) -> list[float | None]:
-        """Cosine of each clip with its text, None where the clip has no such caption."""
-        have = [i for i, t in enumerate(texts) if t]
-        result: list[float | None] = [None] * len(texts)
-        if have:
-            emb = self.scorer.encode_texts([texts[i] for i in have])  # (n, D)
-            for j, i in enumerate(have):
-                result[i] = float(video[i] @ emb[j])
-        return result
+    def _caption_scores(self, rows: list[dict[str, Any]], frames: np.ndarray,
+                        video: np.ndarray) -> list[dict[str, float | None]]:
+        """clip_text, clip_text_original and clip_text_contrast of each row, each judged by
+        the models ``ClipScorer.judges`` names for the clip (a cross-fitted checkpoint: the
+        model that did not train on it), averaged over them; None without the caption."""
+        names = ("clip_text", "clip_text_original", "clip_text_contrast")
+        judges = [self.scorer.judges(r.get("clip_id")) for r in rows]
+        values: list[dict[str, list[float]]] = [{} for _ in rows]
+        for model in self.scorer.folds:
+            idx = [i for i, js in enumerate(judges) if any(j is model for j in js)]
+            if not idx:
+                continue
+            v = video[idx] if model is self.scorer else model.video_embeddings(frames[idx])  # (n, D)
+            alt = [rows[i].get("alt_text") for i in idx]
+            columns = [_caption_cosines(model, v, alt),
+                       _caption_cosines(model, v, [rows[i].get("original_text") for i in idx]),
+                       contrast_scores(v, alt, model.encode_texts, model.logit_scale, model.rivals)
+                       if model.rivals else [None] * len(idx)]
+            for name, column in zip(names, columns):
+                for i, value in zip(idx, column):
+                    if value is not None:
+                        values[i].setdefault(name, []).append(value)
+        return [{n: float(np.mean(v[n])) if n in v else None for n in names} for v in values]
 
+
+def _caption_cosines(scorer, video: np.ndarray, texts: list[str | None]) -> list[float | None]:
+    """Cosine of each clip with its text under ``scorer``, None where the clip has no such caption."""
+    have = [i for i, t in enumerate(texts) if t]
+    result: list[float | None] = [None] * len(texts)
+    if have:
+        emb = scorer.encode_texts([texts[i] for i in have])  # (n, D)
+        for j, i in enumerate(have):
+            result[i] = float(video[i] @ emb[j])
+    return result

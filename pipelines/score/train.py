@@ -74,7 +74,7 @@ def run_train_clip(root_url: str, out: str, config: TrainClipConfig = TrainClipC
     run_id = f"train-clip-{time.strftime('%Y%m%d-%H%M%S')}"
     log.info("train-clip: %d clips (%d skipped), %d captions; run %s", len(data.clip_ids),
              data.skipped, sum(map(len, data.texts)), run_id)
-    result = train_clip(data.frames, data.texts, config, out)
+    result = train_clip(data.frames, data.texts, config, out, clip_ids=data.clip_ids)
     lines = "".join(json.dumps(m) + "\n" for m in result.metrics)
     catalog.root.put_bytes(f"runs/{run_id}/metrics.jsonl", lines.encode())
     return result

@@ -24,6 +24,27 @@ def test_rivals_are_words_used_in_the_same_places():
     assert "gray" not in build_rivals(CAPTIONS[:12])  # there gray and white share one place only
 
 
+def test_words_that_describe_the_same_clips_are_not_rivals():
+    """A clip captioned "red ball" and "a red circle spins" says ball = circle: a caption with one
+    is no evidence against the other. Colours that share a clip now and then (two objects, an
+    object on a background) stay rivals."""
+    shapes = {"circle": "ball", "star": "star", "square": "box"}
+    clips = []
+    for i, (c, s, b) in enumerate((c, s, b) for c in ("red", "blue", "green") for s in shapes
+                                  for b in ("gray", "white")):
+        alt = shapes[s] if i % 2 == 0 else s  # alt texts use either word
+        clips.append([f"{c} {alt} on {b}", f"a {c} {s} spins over a {b} background"])
+        clips.append([f"{c} {s} video"])
+    clips.append(["a red star and a blue star spin over a gray background"])
+    flat = sorted({t for texts in clips for t in texts})
+    by_place = build_rivals(flat)
+    assert "circle" in by_place["ball"] and "box" in by_place["square"]  # same places
+    rivals = build_rivals(flat, clips=clips)
+    assert "circle" not in rivals["ball"] and "ball" not in rivals["circle"]
+    assert "box" not in rivals["square"] and "star" in rivals["ball"] and "box" in rivals["ball"]
+    assert set(rivals["red"]) >= {"blue", "green"}  # on one clip together once: still rivals
+
+
 def test_variants_swap_one_word_at_a_time_never_to_a_word_already_there():
     rivals = {"red": ["blue", "green"], "star": ["circle"], "blue": ["red", "green"]}
     assert variants("Red star on blue", rivals) == [

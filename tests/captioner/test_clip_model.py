@@ -20,7 +20,7 @@ def _toy_clips(n_per_colour: int = 4, frames: int = 2) -> tuple[np.ndarray, list
     clips, texts = [], []
     for k, colour in enumerate(COLOURS):
         for _ in range(n_per_colour):
-            noise = rng.integers(-20, 20, (frames, 64, 64, 3))
+            noise = rng.integers(-20, 20, (frames, 32, 32, 3))
             clips.append(np.clip(colour + noise, 0, 255).astype(np.uint8))
             texts.append([TEXTS[k], f"a {TEXTS[k]} frame"])
     return np.stack(clips), texts
@@ -29,7 +29,7 @@ def _toy_clips(n_per_colour: int = 4, frames: int = 2) -> tuple[np.ndarray, list
 def test_tiny_config_is_registered_for_every_open_clip_entry_point():
     import open_clip
     assert TINY in register_configs() and TINY in open_clip.list_models()
-    assert input_size(TINY) == 64
+    assert input_size(TINY) == 32
     with pytest.raises(ValueError, match="unknown CLIP model"):
         input_size("no-such-model")
 
@@ -60,7 +60,7 @@ def test_training_separates_the_captions_it_saw(tmp_path):
                                               threads=1), str(out))
     model, tokenizer = create_clip(TINY, str(out))
     with torch.no_grad():
-        x = torch.from_numpy(frames[::4, 0]).permute(0, 3, 1, 2).float() / 255  # (4, 3, 64, 64)
+        x = torch.from_numpy(frames[::4, 0]).permute(0, 3, 1, 2).float() / 255  # (4, 3, 32, 32)
         image = encode_views(model, x, ("frame",))  # normalised: one view
         text = model.encode_text(tokenizer(TEXTS), normalize=True)
     assert (image @ text.T).argmax(dim=1).tolist() == [0, 1, 2, 3]
@@ -72,8 +72,8 @@ def test_bad_configs_say_what_to_change(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         TrainClipConfig(batch_size=1)
     frames, texts = _toy_clips()
-    with pytest.raises(AssertionError, match="64px"):
-        train_clip(frames[:, :, :32, :32], texts, TrainClipConfig(steps=1, batch_size=4), str(tmp_path / "x.pt"))
+    with pytest.raises(AssertionError, match="32px"):
+        train_clip(frames[:, :, :16, :16], texts, TrainClipConfig(steps=1, batch_size=4), str(tmp_path / "x.pt"))
     with pytest.raises(ValueError, match="frame, crops, silhouettes"):
         TrainClipConfig(views=("frame", "edges"))
     assert TrainClipConfig(views=["silhouettes", "frame"]).views == ("frame", "silhouettes")
@@ -117,7 +117,7 @@ def test_view_recipe_swap_vocabulary_and_frame_size_travel_with_the_checkpoint(t
     assert recipe.views == VIEWS and recipe.frame_size == 128
     assert set(recipe.rivals["red"]) == {"green", "blue", "yellow"} and recipe.rivals["square"] == ["disc"]
     scorer = ClipScorer(ClipScorerConfig(TINY, str(out), threads=1)).load()
-    assert (scorer.views, scorer.frame_size, scorer.image_size) == (VIEWS, 128, 64)
+    assert (scorer.views, scorer.frame_size, scorer.image_size) == (VIEWS, 128, 32)
     video = scorer.video_embeddings(frames[:3])
     assert video.shape == (3, 64) and np.allclose(np.linalg.norm(video, axis=1), 1, atol=1e-5)
     whole = ClipScorer(ClipScorerConfig(TINY, str(out), threads=1, views=("frame",))).load()

@@ -57,7 +57,7 @@ def test_refuses_weights_that_would_download_and_unknown_models():
 
 def test_bf16_autocast_path_matches_fp32():
     """The GPU path (bf16 autocast) exercised on the CPU: same directions within bf16 precision."""
-    frames = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    frames = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     torch.manual_seed(0)
     fp32 = ClipScorer(ClipScorerConfig(threads=1)).load()
     bf16 = ClipScorer(ClipScorerConfig(precision="amp_bf16", threads=1))

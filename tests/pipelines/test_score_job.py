@@ -180,11 +180,13 @@ def test_a_train_clip_checkpoint_scores_with_its_view_recipe_and_caption_contras
              ClipSpec("none", color="blue", seed=2)]
     ids = {s.name: c["clip_id"] for s, c in zip(specs, add_clips(catalog, specs))}
     recipe = recipe_defaults("vidcorpus-clip-tiny", None)
-    assert recipe["views"] == ("frame", "crops", "silhouettes") and recipe["view_source"] == 128
+    assert recipe["views"] == ("crops", "silhouettes") and recipe["view_source"] == 128
+    assert recipe["folds"] is None  # auto: one model for these 6 clips
     texts = [[f"{c} {s}", f"a {c} {s} moves"] for c in ("red", "green", "blue") for s in ("square", "box")]
     frames = np.random.default_rng(0).integers(0, 255, (len(texts), 2, 128, 128, 3), dtype=np.uint8)
     out = tmp_path / "clip.pt"
-    train_clip(frames, texts, TrainClipConfig(steps=2, batch_size=4, warmup_steps=1, threads=1, **recipe), str(out))
+    train_clip(frames, texts, TrainClipConfig(steps=2, batch_size=4, warmup_steps=1, threads=1, **recipe), str(out),
+               clip_ids=[f"other-{i}" for i in range(len(texts))])
 
     config = ScoreConfig(runner=LOCAL, threads=1, n_frames=2, clip_pretrained=str(out))
     assert build_score_stages(str(root), config)[0].frames.size == 128  # decoded for the crops
@@ -194,3 +196,46 @@ def test_a_train_clip_checkpoint_scores_with_its_view_recipe_and_caption_contras
     assert red["clip_text_contrast"] is not None and red["clip_text_contrast"] <= 0.0
     assert vague["clip_text_contrast"] == 0.0  # no swappable word: no evidence against it
     assert none["clip_text_contrast"] is None and none["clip_text"] is None
+
+
+def test_a_cross_fitted_checkpoint_judges_each_training_clip_by_the_model_that_never_saw_it(tmp_path):
+    """A model scores the captions it was trained on as true, wrong ones included; with folds, a
+    training clip's caption scores come from the other fold's model alone, a new clip's from
+    the mean of all of them, and the embedding from the checkpoint's own model."""
+    from captioner.clip_model import TrainClipConfig, fold_of, train_clip
+    from captioner.clip_scorer import ClipScorer, ClipScorerConfig
+    from pipelines.score.frames import decode_clip_frames
+    from pipelines.score.job import build_score_stages
+    root = tmp_path / "root"
+    catalog = Catalog(CorpusRoot.open(root, create=True))
+    specs = [ClipSpec("seen", captions={"alt-text": "red square"}),
+             ClipSpec("new", color="green", seed=1, captions={"alt-text": "green square"})]
+    clips = {s.name: c for s, c in zip(specs, add_clips(catalog, specs))}
+    texts = [[f"{c} {s}"] for c in ("red", "green", "blue", "yellow") for s in ("square", "box", "disc")]
+    train_ids = [clips["seen"]["clip_id"]] + [f"other-{i}" for i in range(len(texts) - 1)]
+    frames = np.random.default_rng(0).integers(0, 255, (len(texts), 2, 32, 32, 3), dtype=np.uint8)
+    out = tmp_path / "clip.pt"
+    config = TrainClipConfig(steps=4, batch_size=4, warmup_steps=1, threads=1, folds=2)
+    train_clip(frames, texts, config, str(out), clip_ids=train_ids)
+
+    scorer = ClipScorer(ClipScorerConfig(pretrained=str(out), threads=1)).load()
+    assert len(scorer.folds) == 2 and scorer.folds[0] is scorer
+    first, second = (m.model.state_dict() for m in scorer.folds)
+    assert not all(np.array_equal(first[k], second[k]) for k in first), "the folds must be two models"
+    fold = fold_of(clips["seen"]["clip_id"], 2)
+    assert scorer.judges(clips["seen"]["clip_id"]) == [scorer.folds[fold]]
+    assert scorer.judges(clips["new"]["clip_id"]) == scorer.folds
+
+    score_config = ScoreConfig(runner=LOCAL, threads=1, n_frames=2, clip_pretrained=str(out))
+    assert run_score(str(root), score_config).counts["scored"] == 2
+    frame_config = build_score_stages(str(root), score_config)[0].frames
+
+    def cosine(model, name, text):
+        rgb = decode_clip_frames(catalog.root.uri(clips[name]["uri"]), frame_config, clips[name]["n_frames"]).rgb
+        return float(model.video_embeddings(rgb[None])[0] @ model.encode_texts([text])[0])
+
+    seen, new = (_row(catalog, clips[n]["clip_id"]) for n in ("seen", "new"))
+    assert seen["clip_text"] == pytest.approx(cosine(scorer.folds[fold], "seen", "red square"), abs=1e-5)
+    assert seen["clip_text"] != pytest.approx(cosine(scorer.folds[1 - fold], "seen", "red square"), abs=1e-5)
+    both = [cosine(m, "new", "green square") for m in scorer.folds]
+    assert new["clip_text"] == pytest.approx(np.mean(both), abs=1e-5)
