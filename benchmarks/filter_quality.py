@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-train-seconds", type=float, default=150.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--views", default=None, help="Comma-separated CLIP views (default: train-clip's).")
-    ap.add_argument("--dedup-threshold", type=float, default=0.85)
+    ap.add_argument("--dedup-threshold", type=float, default=0.80)
     ap.add_argument("--work", type=Path, default=Path("/tmp/vidcorpus-filter-quality"))
     ap.add_argument("--out", type=Path, default=None, help="Write the results as JSON here.")
     args = ap.parse_args(argv)

@@ -61,7 +61,7 @@ def score(root: str = RootOpt,
           where: Optional[str] = typer.Option(None, "--where", help="SQL over clips_v choosing clips."),
           rescore: bool = typer.Option(False, "--rescore", help="Also clips this model already scored."),
           negative: list[str] = typer.Option([], "--negative-prompt", help="Defect prompt (repeatable)."),
-          dedup_threshold: Optional[float] = typer.Option(None, "--dedup-threshold", help="Near-duplicate when the mean of CLIP and pixel-layout cosines reaches this (default 0.85)."),
+          dedup_threshold: Optional[float] = typer.Option(None, "--dedup-threshold", help="Near-duplicate when the mean of CLIP and pixel-layout cosines reaches this (default 0.80)."),
           runner: Optional[str] = typer.Option(None, "--runner", help="ray (default) or local."),
           address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address."),
           threads: Optional[int] = ThreadsOpt) -> None:

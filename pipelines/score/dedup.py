@@ -30,14 +30,14 @@ import pyarrow as pa
 
 DEFAULT_KEEP_ORDER = "width * height DESC, created_at, video_id, start_s, clip_id"
 DEDUP_STAGE = "dedup"
-SIGNATURE_MODEL = "pixels-16x16-v1"  # embeddings.model of the pixel signatures
+SIGNATURE_MODEL = "pixels-16x16-v2"  # embeddings.model of the pixel signatures (v2: time mean + first anchor)
 
 
 @dataclass(frozen=True)
 class DedupConfig:
     """When two clips are near-duplicates and which of a group is kept."""
 
-    threshold: float = 0.85  # mean of CLIP and pixel-signature cosines at or above which clips are duplicates
+    threshold: float = 0.80  # mean of CLIP and pixel-signature cosines at or above which clips are duplicates
     keep_order: str = DEFAULT_KEEP_ORDER  # SQL ORDER BY over clips_v; the first clip is kept
     block: int = 4096  # rows per matrix product
     max_drop_fraction: float = 0.5  # refuse to drop more than this share of the clips (see check_spread)

@@ -42,7 +42,7 @@ class ScoreConfig(BaseModel):
     precision: Literal["fp32", "amp_bf16"] | None = None
     n_frames: int = Field(8, ge=1, le=64, description="Frames decoded per clip.")
     negative_prompts: tuple[str, ...] = DEFAULT_NEGATIVE_PROMPTS
-    dedup_threshold: float = Field(0.85, ge=-1, le=1, description="Near-duplicates: mean of the CLIP "
+    dedup_threshold: float = Field(0.80, ge=-1, le=1, description="Near-duplicates: mean of the CLIP "
                                    "and pixel-signature cosines at or above this.")
     dedup_keep: str = Field(DEFAULT_KEEP_ORDER, description="ORDER BY over clips_v: first is kept.")
     where: str | None = Field(None, description="SQL over clips_v choosing the clips to score.")

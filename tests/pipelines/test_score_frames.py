@@ -78,6 +78,6 @@ def test_pixel_signature_matches_a_shifted_brighter_rerender_not_another_scene(t
         path = tmp_path / f"{name}.mp4"
         path.write_bytes(encode_mp4(frames, 12))
         sig[name] = pixel_signature(decode_clip_frames(str(path), config))
-    assert sig["base"].shape == (16 * 16 * 3,) and np.linalg.norm(sig["base"]) == pytest.approx(1.0, abs=1e-5)
+    assert sig["base"].shape == (2 * 16 * 16 * 3,) and np.linalg.norm(sig["base"]) == pytest.approx(1.0, abs=1e-5)
     assert sig["base"] @ sig["rerender"] > 0.9 > 0.5 > sig["base"] @ sig["other"]
     assert not sig["black"].any()  # no layout: matches nothing through pixels
