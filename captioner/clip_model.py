@@ -271,44 +271,41 @@ def train_clip(frames: np.ndarray, texts: list[list[str]], config: TrainClipConf
     model, tokenizer = create_clip(config.model, config.pretrained)
     size = config.view_source or image_size(model)
     assert frames.shape[2] == size, f"frames are {frames.shape[2]}px, train-clip wants {size}px"
-    batches = _Batches(texts, tokenizer, config.seed)  # all captions: the swap vocabulary
+    rivals = build_rivals(sorted({t for clip in texts for t in clip}), clips=texts)  # of all the captions
     t0 = time.perf_counter()
     views, kinds = precompute_views(frames, config.views, image_size(model))
     log.info("train-clip: %d views of %d frames made in %.1fs", views.shape[2], views.shape[0] * views.shape[1],
              time.perf_counter() - t0)
-    if config.folds == 1:
-        torch.manual_seed(config.seed)
-        optimizer = _optimizer(model, config)
-        result = _fit(model, views, kinds, batches, optimizer, config, on_log)
-        save_checkpoint(out, model, optimizer, config, result, batches.rivals)
-        return result
-    folds = np.array([fold_of(c, config.folds) for c in clip_ids])
-    per_fold = replace(config, steps=max(1, config.steps // config.folds),
-                       max_seconds=config.max_seconds / config.folds if config.max_seconds else None)
+    parts, per_fold, fold = [np.arange(len(frames))], config, None
+    if config.folds > 1:
+        fold = np.array([fold_of(c, config.folds) for c in clip_ids])
+        parts = [np.nonzero(fold != k)[0] for k in range(config.folds)]  # model k: all folds but k
+        per_fold = replace(config, steps=max(1, config.steps // config.folds),
+                           max_seconds=config.max_seconds / config.folds if config.max_seconds else None)
     models, results = [], []
-    for k in range(config.folds):
-        keep = np.nonzero(folds != k)[0]
+    for k, keep in enumerate(parts):
         if len(keep) < 2:
             raise ValueError(f"cross-fitting with {config.folds} folds leaves fold {k} model "
                              f"{len(keep)} clips to train on; use fewer folds or more clips")
-        log.info("train-clip: fold %d of %d, %d clips", k + 1, config.folds, len(keep))
+        if fold is not None:
+            log.info("train-clip: fold %d of %d, %d clips", k + 1, config.folds, len(keep))
         torch.manual_seed(config.seed + k)
         model_k = model if k == 0 else create_clip(config.model, config.pretrained)[0]
         optimizer_k = _optimizer(model_k, config)
-        fold_batches = _Batches([texts[i] for i in keep], tokenizer, config.seed + k)
-
-        def fold_log(m, k=k):
-            if on_log:
-                on_log({**m, "fold": k})
-        results.append(_fit(model_k, views[torch.from_numpy(keep)], kinds, fold_batches, optimizer_k,
-                            per_fold, fold_log))
+        fold_batches = _Batches([texts[i] for i in keep], tokenizer, config.seed + k, rivals)
+        fold_log = (lambda m, k=k: on_log({**m, "fold": k})) if on_log and fold is not None else on_log
+        fold_views = views if len(keep) == len(views) else views[torch.from_numpy(keep)]
+        results.append(_fit(model_k, fold_views, kinds, fold_batches, optimizer_k, per_fold, fold_log))
         models.append((model_k, optimizer_k))
+    if fold is None:
+        save_checkpoint(out, model, models[0][1], config, results[0], rivals)
+        return results[0]
     result = TrainClipResult(sum(r.steps for r in results), sum(r.seconds for r in results),
                              results[0].final_loss,
                              [{**m, "fold": k} for k, r in enumerate(results) for m in r.metrics])
     cross_fit = {"folds": config.folds, "state_dicts": [m.state_dict() for m, _ in models[1:]],
-                 "fold_of": dict(zip(clip_ids, folds.tolist()))}
-    save_checkpoint(out, models[0][0], models[0][1], config, result, batches.rivals, cross_fit)
+                 "fold_of": dict(zip(clip_ids, fold.tolist()))}
+    save_checkpoint(out, model, models[0][1], config, result, rivals, cross_fit)
     return result
 
 
@@ -338,18 +335,18 @@ class _Batches:
     """Pre-tokenised captions and the order of clips (distinct clips within a batch).
 
     Captions that tokenise the same (``"Blue Background"``, ``"blue background"``) share one
-    row, so the loss treats them as one text. ``rivals``: the swap vocabulary of the captions
-    (``caption_contrast.build_rivals``), saved with the checkpoint; the words that have rivals
-    are each caption's key words (:meth:`positives`).
+    row, so the loss treats them as one text. ``rivals``: the swap vocabulary of all the
+    training captions (``caption_contrast.build_rivals``; also a cross-fitting fold's), saved
+    with the checkpoint; the words that have rivals are each caption's key words (:meth:`positives`).
     """
 
-    def __init__(self, texts: list[list[str]], tokenizer, seed: int):
+    def __init__(self, texts: list[list[str]], tokenizer, seed: int, rivals: dict[str, list[str]]):
         import torch
         unique = sorted({t for clip in texts for t in clip})
         where = {t: i for i, t in enumerate(unique)}
         self.tokens, row = torch.unique(tokenizer(unique), dim=0, return_inverse=True)  # (n_texts, L)
         self.choices = [row[[where[t] for t in clip]].numpy() for clip in texts]
-        self.rivals = build_rivals(unique, clips=texts)
+        self.rivals = rivals
         text_of = dict(zip(row.tolist(), unique))  # a text of each token row
         self.keys = {r: frozenset(w for w in words_of(t) if w in self.rivals) for r, t in text_of.items()}
         self.clip_words = [frozenset(w for t in clip for w in words_of(t)) for clip in texts]

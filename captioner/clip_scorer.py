@@ -84,7 +84,7 @@ class ClipScorer:
                 other = copy.copy(self)
                 other.model, other._text_cache = copy.deepcopy(self.model), {}
                 other.model.load_state_dict(state)
-                other.folds = None
+                other.folds, other.fold_of = [other], {}  # a plain one-model scorer
                 self.folds.append(other)
         return self
 

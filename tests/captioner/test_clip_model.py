@@ -130,7 +130,9 @@ def test_word_positives_make_a_short_caption_true_of_every_clip_that_holds_its_k
     _, tokenizer = create_clip(TINY)
     texts = [[f"{c} {s}", f"a large {c} {s} spins"] for c in ("red", "blue", "green") for s in ("star", "circle")]
     texts[0].append("star video")  # clip 0: a red star
-    batches = _Batches(texts, tokenizer, seed=0)
+    from captioner.caption_contrast import build_rivals
+    rivals = build_rivals(sorted({t for clip in texts for t in clip}), clips=texts)
+    batches = _Batches(texts, tokenizer, seed=0, rivals=rivals)
     row = {t: int(batches.choices[i][j]) for i, clip in enumerate(texts) for j, t in enumerate(clip)}
     clips = np.arange(len(texts))  # red star, red circle, blue star, blue circle, green star, green circle
     positives = batches.positives(clips, np.array([row["star video"], row["red star"], row["a large blue circle spins"]]))
