@@ -31,8 +31,8 @@ def train_clip(root: str = RootOpt,
                lr: Optional[float] = typer.Option(None, "--lr", help="Default 2e-3 from scratch, 2e-5 fine-tuning."),
                max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Stop when this much time is spent."),
                frames_per_clip: int = typer.Option(8, "--frames-per-clip", min=1),
-               views: Optional[str] = typer.Option(None, "--views", help="What the tower sees of a frame, comma-separated out of frame, crops, silhouettes (default: all three from scratch, frame when fine-tuning)."),
-               view_source: Optional[int] = typer.Option(None, "--view-source", min=8, help="Decode frames this large for the views (default: 128 px or twice the model's input, with crops)."),
+               views: Optional[str] = typer.Option(None, "--views", help="What the tower sees of a frame, comma-separated out of frame, crops (object crops), objects (the objects cut out of them), silhouettes (default: objects,silhouettes from scratch, frame when fine-tuning)."),
+               view_source: Optional[int] = typer.Option(None, "--view-source", min=8, help="Decode frames this large for the views (default: 128 px or twice the model's input, with object views)."),
                folds: Optional[int] = typer.Option(None, "--folds", min=1, help="Cross-fit K models, each without one fold of the clips: `score` judges every training clip's captions with the model that never saw it (default from scratch: 2 from 400 clips on, else 1; fine-tuning: 1; each fold gets 1/K of --steps and --max-seconds)."),
                seed: int = typer.Option(0, "--seed"), threads: Optional[int] = ThreadsOpt) -> None:
     """Fit a CLIP (from scratch, or fine-tune --clip-pretrained) on captioned clips with a contrastive loss.

@@ -141,9 +141,10 @@ class TrainClipJobSpec(_Spec):
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1)
     views: Optional[list[str]] = Field(None, description="What the tower sees of a frame (frame, crops, "
-                                       "silhouettes); default all three from scratch, frame when fine-tuning.")
+                                       "objects, silhouettes); default objects + silhouettes from scratch, frame "
+                                       "when fine-tuning.")
     view_source: Optional[int] = Field(None, ge=8, description="Side frames are decoded at for the views "
-                                       "(default: 128 px or twice the model's input with crops, else its input).")
+                                       "(default: 128 px or twice the model's input with object views, else its input).")
     folds: Optional[int] = Field(None, ge=1, description="Cross-fit K models, each without one fold of the "
                                  "clips, so every training clip is scored by a model that never saw it "
                                  "(default from scratch: 2 from 400 clips on, else 1; fine-tuning: 1).")

@@ -74,7 +74,7 @@ def test_bad_configs_say_what_to_change(tmp_path):
     frames, texts = _toy_clips()
     with pytest.raises(AssertionError, match="32px"):
         train_clip(frames[:, :, :16, :16], texts, TrainClipConfig(steps=1, batch_size=4), str(tmp_path / "x.pt"))
-    with pytest.raises(ValueError, match="frame, crops, silhouettes"):
+    with pytest.raises(ValueError, match="frame, crops, objects, silhouettes"):
         TrainClipConfig(views=("frame", "edges"))
     assert TrainClipConfig(views=["silhouettes", "frame"]).views == ("frame", "silhouettes")
 
@@ -94,8 +94,14 @@ def test_views_crop_the_object_from_the_large_frame_and_silhouettes_drop_its_col
                        _shape_scene((220, 40, 40), "disc")])
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
     images, kinds = view_images(x, VIEWS, size=64)
-    assert images.shape == (3, 1 + 2 * VIEW_OBJECTS, 3, 64, 64) and kinds == [0, 1, 1, 2, 2]
-    frame, crop, outline = images[:, 0], images[:, 1], images[:, 3]
+    assert images.shape == (3, 1 + 3 * VIEW_OBJECTS, 3, 64, 64) and kinds == [0, 1, 1, 2, 2, 3, 3]
+    frame, crop, cutout, outline = images[:, 0], images[:, 1], images[:, 3], images[:, 5]
+    # the cut-out object keeps its colour and loses the gray background around it
+    background = outline[:, 0] < 0.01  # (3, 64, 64)
+    assert background.any() and cutout.permute(1, 0, 2, 3)[:, background].abs().max() < 1e-6
+    object_pixels = outline[0, 0] > 0.99
+    assert torch.allclose(cutout[0][:, object_pixels].mean(1), torch.tensor([220, 40, 40]) / 255, atol=0.02)
+    assert torch.allclose(cutout[1][:, object_pixels].mean(1), torch.tensor([40, 70, 220]) / 255, atol=0.02)
     assert crop[0, 0].mean() > frame[0, 0].mean() + 0.05  # red: the crop is much object, the frame gray
     red_square, blue_square, red_disc = outline
     assert torch.allclose(red_square, blue_square, atol=0.05)  # colour gone

@@ -180,7 +180,7 @@ def test_a_train_clip_checkpoint_scores_with_its_view_recipe_and_caption_contras
              ClipSpec("none", color="blue", seed=2)]
     ids = {s.name: c["clip_id"] for s, c in zip(specs, add_clips(catalog, specs))}
     recipe = recipe_defaults("vidcorpus-clip-tiny", None)
-    assert recipe["views"] == ("crops", "silhouettes") and recipe["view_source"] == 128
+    assert recipe["views"] == ("objects", "silhouettes") and recipe["view_source"] == 128
     assert recipe["folds"] is None  # auto: one model for these 6 clips
     texts = [[f"{c} {s}", f"a {c} {s} moves"] for c in ("red", "green", "blue") for s in ("square", "box")]
     frames = np.random.default_rng(0).integers(0, 255, (len(texts), 2, 128, 128, 3), dtype=np.uint8)
