@@ -7,7 +7,9 @@ weights; ``tiny-views`` is the tiny model with the view recipe ``train-clip`` gi
 in one run:
 
 - stage: the three score stages (decode frames once → pixel stats → CLIP embedding, clip_text
-  and negative-prompt scores) through the local runner over real H.264 clips;
+  and negative-prompt scores) through the local runner over real H.264 clips, pipelined (each
+  stage in its own thread, as Ray streams them: decoding overlaps the model) and, beside it,
+  sequential (chunk after chunk, stage after stage, one thread);
 - model only: ``ClipScorer.video_embeddings`` on the very frames the stage decoded, with the
   same batch size — the rate no scoring stage can beat on this machine.
 
@@ -83,10 +85,14 @@ def measure(catalog, name: str, pretrained: str | None, threads: int, clips_per_
     for stage in stages:  # load models outside the timed region, as a Ray actor does at start
         stage.setup()
         stage._ready = True
-    t0 = time.perf_counter()
-    out = [r for batch in LocalRunner().run(stages, rows, desc="stage", chunk=clips_per_batch) for r in batch]
-    stage_s = time.perf_counter() - t0
-    assert all(r.get("embedding") for r in out), "every clip must be scored"
+    times = {}
+    for pipelined in (False, True):
+        t0 = time.perf_counter()
+        out = [r for batch in LocalRunner(pipelined=pipelined).run(stages, rows, desc="stage", chunk=clips_per_batch)
+               for r in batch]
+        times[pipelined] = time.perf_counter() - t0
+        assert all(r.get("embedding") for r in out), "every clip must be scored"
+    stage_s, sequential_s = times[True], times[False]
     frames = np.stack([ClipFrames.from_row(r).rgb for r in stages[0](rows)])  # (N, K, S, S, 3)
     scorer = stages[2].scorer
     t0 = time.perf_counter()
@@ -95,7 +101,9 @@ def measure(catalog, name: str, pretrained: str | None, threads: int, clips_per_
     model_s = time.perf_counter() - t0
     n, k = frames.shape[:2]
     return {"stage_clips_s": n / stage_s, "stage_frames_s": n * k / stage_s,
-            "model_clips_s": n / model_s, "model_frames_s": n * k / model_s, "ratio": model_s / stage_s}
+            "sequential_clips_s": n / sequential_s,
+            "model_clips_s": n / model_s, "model_frames_s": n * k / model_s, "ratio": model_s / stage_s,
+            "sequential_ratio": model_s / sequential_s}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,11 +124,13 @@ def main(argv: list[str] | None = None) -> None:
                     for _ in range(args.repeats)]
             results[key] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             print(key, json.dumps(results[key]), flush=True)
-    print("| model | stage clips/s | stage frames/s | model-only clips/s | model-only frames/s | stage / model |")
-    print("|---|---|---|---|---|---|")
+    print("| model | stage clips/s | stage frames/s | model-only clips/s | model-only frames/s | stage / model "
+          "| sequential stage clips/s | sequential / model |")
+    print("|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         print(f"| {key} | {r['stage_clips_s']:.1f} | {r['stage_frames_s']:.0f} | {r['model_clips_s']:.1f} | "
-              f"{r['model_frames_s']:.0f} | {r['ratio']:.2f} |")
+              f"{r['model_frames_s']:.0f} | {r['ratio']:.2f} | {r['sequential_clips_s']:.1f} | "
+              f"{r['sequential_ratio']:.2f} |")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

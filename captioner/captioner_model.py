@@ -351,8 +351,11 @@ def object_crops(pixels: torch.Tensor, size: tuple[int, int],
     theta[:, 0, 0], theta[:, 1, 1] = flat[:, 2] / 2, flat[:, 2] / 2
     theta[:, 0, 2], theta[:, 1, 2] = flat[:, 0], flat[:, 1]
     grid = F.affine_grid(theta, [len(flat), 3, *size], align_corners=False)  # (N·O, h, w, 2)
-    source = pixels.repeat_interleave(len(parts), dim=0)  # (N·O, 3, H, W)
-    crops = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # one sampling pass per frame for all its crops (their grids stacked along the rows): no
+    # copy of the frame per crop
+    grid = grid.reshape(n, len(parts) * size[0], size[1], 2)  # (N, O·h, w, 2)
+    crops = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    crops = crops.unflatten(2, (len(parts), size[0])).transpose(1, 2).flatten(0, 1)  # (N·O, 3, h, w)
     features = torch.cat([boxes[..., :2], boxes[..., 2:3] - 1, 8 * boxes[..., 3:4] - 1,
                           torch.log2(boxes[..., 4:] / 0.2)], dim=-1)
     features = features.flatten(1)  # (N, 5·O), roughly unit range
@@ -388,7 +391,7 @@ def _mean_colour(pixels: torch.Tensor, mask: torch.Tensor, fallback: torch.Tenso
     """Mean RGB (N, 3) of ``pixels`` (N, 3, H, W) where ``mask`` (N, H, W); ``fallback`` where
     the mask is empty."""
     count = mask.sum(dim=(1, 2))[:, None]  # (N, 1)
-    total = (pixels * mask[:, None]).sum(dim=(2, 3))  # (N, 3)
+    total = torch.einsum("nchw,nhw->nc", pixels, mask.to(pixels.dtype))  # (N, 3): one batched matmul
     return torch.where(count > 0, total / count.clamp(min=1), fallback)
 
 

@@ -41,6 +41,8 @@ class ScoreConfig(BaseModel):
     device: str | None = Field(None, description="cuda / cpu (None: cuda when present).")
     precision: Literal["fp32", "amp_bf16"] | None = None
     n_frames: int = Field(8, ge=1, le=64, description="Frames decoded per clip.")
+    decode_threads: int = Field(1, ge=0, description="FFmpeg threads per clip decode (0: FFmpeg's "
+                                "choice; 1 suits one decode task per CPU).")
     negative_prompts: tuple[str, ...] = DEFAULT_NEGATIVE_PROMPTS
     dedup_threshold: float = Field(0.80, ge=-1, le=1, description="Near-duplicates: mean of the CLIP "
                                    "and pixel-signature cosines at or above this.")
@@ -89,7 +91,7 @@ def build_score_stages(root_url: str, config: ScoreConfig, storage_options: dict
     from captioner.clip_scorer import ClipScorerConfig, checkpoint_recipe
     from pipelines.score.frames import FrameConfig
     size = checkpoint_recipe(config.clip_pretrained).frame_size or input_size(config.clip_model)
-    frames = FrameConfig(n_frames=config.n_frames, size=size)
+    frames = FrameConfig(n_frames=config.n_frames, size=size, decode_threads=config.decode_threads)
     scorer = ClipScorerConfig(config.clip_model, config.clip_pretrained, config.device,
                               config.precision, threads=config.threads)
     clip = ClipScoreConfig(tuple(config.negative_prompts), actors=config.clip_actors,

@@ -54,6 +54,51 @@ def _check(out):
 
 def test_local_runner_accounts_for_every_item():
     _check(_run(LocalRunner()))
+    _check(_run(LocalRunner(pipelined=False)))
+
+
+class Boom(Stage):
+    name = "boom"
+
+    def __call__(self, batch):
+        if any(r["x"] == 9 for r in batch):
+            raise ValueError("a stage bug outside process_row reaches the caller")
+        return batch
+
+
+def test_pipelined_local_runner_keeps_order_overlaps_stages_and_reports_failures():
+    import threading
+    import time
+
+    class Slow(Stage):
+        name = "slow"
+
+        def __init__(self):
+            self.threads, self.spans = set(), []
+
+        def __call__(self, batch):
+            self.threads.add(threading.get_ident())
+            t0 = time.perf_counter()
+            time.sleep(0.05)
+            self.spans.append((t0, time.perf_counter()))
+            return [{**r, self.name: True} for r in batch]
+
+    first, second = Slow(), Slow()
+    second.name = "slower"
+    rows = [{"x": i} for i in range(12)]
+    batches = list(LocalRunner().run([first, second], rows, chunk=3))
+    assert [r["x"] for b in batches for r in b] == list(range(12))  # input order
+    assert all(r["slow"] and r["slower"] for b in batches for r in b)
+    assert len(first.threads) == len(second.threads) == 1 and first.threads != second.threads
+    # stage 1 works on chunk k+1 while stage 2 works on chunk k
+    assert any(a0 < b1 and b0 < a1 for a0, a1 in first.spans[1:] for b0, b1 in second.spans)
+
+    with pytest.raises(ValueError, match="reaches the caller"):
+        list(LocalRunner().run([Square(), Boom()], rows, chunk=3))
+    runs = LocalRunner().run([first, second], rows, chunk=3)
+    assert len(next(runs)) == 3
+    runs.close()  # stopping early ends the stage threads
+    assert not [t for t in threading.enumerate() if t.name.startswith("local-")]
 
 
 def test_ray_runner_gives_the_same_result():
