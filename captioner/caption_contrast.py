@@ -106,10 +106,13 @@ def variants(text: str, rivals: dict[str, list[str]]) -> list[list[str]]:
 
 def contrast_scores(video: np.ndarray, texts: list[str | None], encode, logit_scale: float,
                     rivals: dict[str, list[str]]) -> list[float | None]:
-    """Contrast score of each clip (rows of ``video`` (B, D), normalised) with its text.
+    """Contrast score of each clip with its text: ``video`` (B, D) normalised clip embeddings,
+    or (B, O, D), one per object of the clip, for a text that may name only one of them.
 
-    ``encode(list[str]) -> (T, D)`` normalised text embeddings (cached by the caller);
-    None where the clip has no text.
+    With objects a text's logit is its best object's: "red ball" is judged against the red
+    ball, not against the mean of a red ball and a blue box, where the blue box's colour
+    pulls "blue ball" up. ``encode(list[str]) -> (T, D)`` normalised text embeddings (cached
+    by the caller); None where the clip has no text.
     """
     out: list[float | None] = []
     for v, text in zip(video, texts):
@@ -117,8 +120,9 @@ def contrast_scores(video: np.ndarray, texts: list[str | None], encode, logit_sc
             out.append(None)
             continue
         worst = 0.0
+        objects = np.atleast_2d(v)  # (O, D)
         for group in variants(text, rivals):
-            logits = logit_scale * (encode(group) @ v)  # (1 + rivals,)
+            logits = logit_scale * (encode(group) @ objects.T).max(axis=1)  # (1 + rivals,)
             logits = logits - logits.max()
             share = float(np.exp(logits[0]) / np.exp(logits).sum())
             worst = min(worst, float(np.log(max(share * len(group), 1e-12))))

@@ -185,16 +185,18 @@ def view_images(images, views: tuple[str, ...], size: int | None = None):
     return torch.cat(parts, dim=1), kinds
 
 
-def encode_views(model, images, views: tuple[str, ...], per_kind: bool = False):
+def encode_views(model, images, views: tuple[str, ...], per_kind: bool = False, objects: bool = False):
     """Per-frame embeddings of ``images`` (N, 3, H, H) in 0..1 (:func:`view_images`): each view
     kind's mean of normalised image embeddings, (N, len(views), D) with ``per_kind``, else their
     mean (N, D). Not normalised: the cosine of that mean with a text is the mean of the
-    kinds' cosines, up to one factor per frame."""
+    kinds' cosines, up to one factor per frame. ``objects``: also each object's own embedding
+    (:func:`object_embeddings`), returned second."""
     x, kinds = view_images(images, views, image_size(model))  # (N, M, 3, S, S)
-    return encode_view_images(model, x, kinds, len(views), per_kind)
+    return encode_view_images(model, x, kinds, len(views), per_kind, objects)
 
 
-def encode_view_images(model, x, kinds: list[int], n_kinds: int, per_kind: bool = False):
+def encode_view_images(model, x, kinds: list[int], n_kinds: int, per_kind: bool = False,
+                       objects: bool = False):
     """:func:`encode_views` on views already made: ``x`` (N, M, 3, S, S) in 0..1 from
     :func:`view_images`, ``kinds`` its view kind per image."""
     import torch
@@ -205,7 +207,20 @@ def encode_view_images(model, x, kinds: list[int], n_kinds: int, per_kind: bool 
     emb = emb.unflatten(0, (n, m))  # (N, M, D)
     index = torch.tensor(kinds, device=emb.device)
     per = torch.stack([emb[:, index == k].mean(1) for k in range(n_kinds)], dim=1)  # (N, V, D)
-    return per if per_kind else per.mean(1)
+    pooled = per if per_kind else per.mean(1)
+    return (pooled, object_embeddings(emb, kinds, n_kinds)) if objects else pooled
+
+
+def object_embeddings(emb, kinds: list[int], n_kinds: int):
+    """Each object's embedding (N, O, D), not normalised: the mean over view kinds of the
+    kind's image of that object, from image embeddings ``emb`` (N, M, D) of :func:`view_images`'
+    layout (an object kind has one image per object, left / top first; a whole-frame kind one
+    image, which stands for every object). O = 1 for whole frames alone."""
+    import torch
+    index = torch.tensor(kinds, device=emb.device)
+    groups = [emb[:, index == k] for k in range(n_kinds)]  # each (N, m_k, D), m_k in {1, O}
+    o = max(g.shape[1] for g in groups)
+    return torch.stack([g.expand(-1, o, -1) for g in groups]).mean(0)  # (N, O, D)
 
 
 # ----------------------------------------------------------------------------- training

@@ -115,27 +115,41 @@ class ClipScorer:
             return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
         return nullcontext()
 
-    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+    def encode_frames(self, frames: np.ndarray, objects: bool = False):
         """Normalised embeddings (N, D) of uint8 frames (N, S, S, 3): each the mean of its
-        views' embeddings (``views``, see ``captioner.clip_model.view_images``)."""
+        views' embeddings (``views``, see ``captioner.clip_model.view_images``). ``objects``:
+        also each object's normalised embedding (N, O, D) (``clip_model.object_embeddings``;
+        O = 1 for whole frames), from the same forward pass."""
         import torch
         model = self._loaded()
         size = self.frame_size
         assert frames.ndim == 4 and frames.shape[1:] == (size, size, 3), \
             f"frames must be (N, {size}, {size}, 3), got {frames.shape}"
-        out = []
+        out, objs = [], []
         with torch.inference_mode(), self._autocast():
             for i in range(0, len(frames), self.config.batch_size):
                 x = torch.as_tensor(frames[i:i + self.config.batch_size]).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (b, 3, S, S)
-                out.append(encode_views(model, x, self.views).cpu())  # (b, D)
-        return normalize(torch.cat(out).numpy()) if out else np.zeros((0, self.embed_dim), np.float32)
+                frame, per_object = encode_views(model, x, self.views, objects=True)  # (b, D), (b, O, D)
+                out.append(frame.cpu())
+                objs.append(per_object.cpu())
+        if not out:
+            empty = np.zeros((0, self.embed_dim), np.float32)
+            return (empty, empty[:, None]) if objects else empty
+        frames_out = normalize(torch.cat(out).numpy())
+        return (frames_out, normalize(torch.cat(objs).numpy())) if objects else frames_out
 
-    def video_embeddings(self, frames: np.ndarray) -> np.ndarray:
-        """(B, D): the normalised mean of each clip's frame embeddings; ``frames`` (B, K, S, S, 3)."""
+    def video_embeddings(self, frames: np.ndarray, objects: bool = False):
+        """(B, D): the normalised mean of each clip's frame embeddings; ``frames`` (B, K, S, S, 3).
+        ``objects``: also (B, O, D), each object's normalised mean over the frames (the crops
+        keep their left / top-first order from frame to frame)."""
         b, k = frames.shape[:2]
-        per_frame = self.encode_frames(frames.reshape(b * k, *frames.shape[2:]))  # (B*K, D)
-        return normalize(per_frame.reshape(b, k, -1).mean(axis=1))
+        per_frame = self.encode_frames(frames.reshape(b * k, *frames.shape[2:]), objects)
+        if not objects:
+            return normalize(per_frame.reshape(b, k, -1).mean(axis=1))
+        per_frame, per_object = per_frame  # (B*K, D), (B*K, O, D)
+        return (normalize(per_frame.reshape(b, k, -1).mean(axis=1)),
+                normalize(per_object.reshape(b, k, *per_object.shape[1:]).mean(axis=1)))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Normalised embeddings (T, D); repeated texts are encoded once (cached)."""

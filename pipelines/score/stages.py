@@ -103,7 +103,9 @@ class ClipScoreStage(Stage):
     - ``clip_text`` / ``clip_text_original``: cosine with the alt text / original description;
     - ``clip_text_contrast``: how much the clip prefers its alt text over the alt text with one
       word swapped (``captioner.caption_contrast``; 0 = no preference, < 0 = a variant fits
-      better), for models whose checkpoint records the swap vocabulary (``train-clip``);
+      better), each text judged by the clip's object it fits best (object views; whole-frame
+      models have one "object"), for models whose checkpoint records the swap vocabulary
+      (``train-clip``);
     - ``neg_<slug>``: zero-shot defect probability. For each negative prompt, CLIP's own
       zero-shot classifier over two classes — the negative prompt vs the clip's caption (alt
       text, else original, else ``reference_prompt``) — with the model's learned temperature:
@@ -147,8 +149,8 @@ class ClipScoreStage(Stage):
     def score_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Scores and embedding columns for each (live) row."""
         frames = np.stack([ClipFrames.from_row(r).rgb for r in rows])  # (B, K, S, S, 3)
-        video = self.scorer.video_embeddings(frames)  # (B, D)
-        captions = self._caption_scores(rows, frames, video)
+        video, objects = self.scorer.video_embeddings(frames, objects=True)  # (B, D), (B, O, D)
+        captions = self._caption_scores(rows, frames, video, objects)
         reference = [r.get("alt_text") or r.get("original_text") or self.config.reference_prompt
                      for r in rows]
         ref_cos = np.sum(video * self.scorer.encode_texts(reference), axis=1)  # (B,)
@@ -164,11 +166,12 @@ class ClipScoreStage(Stage):
                         "embedding": video[b].astype(np.float32).tolist()})
         return out
 
-    def _caption_scores(self, rows: list[dict[str, Any]], frames: np.ndarray,
-                        video: np.ndarray) -> list[dict[str, float | None]]:
+    def _caption_scores(self, rows: list[dict[str, Any]], frames: np.ndarray, video: np.ndarray,
+                        objects: np.ndarray) -> list[dict[str, float | None]]:
         """clip_text, clip_text_original and clip_text_contrast of each row, each judged by
         the models ``ClipScorer.judges`` names for the clip (a cross-fitted checkpoint: the
-        model that did not train on it), averaged over them; None without the caption."""
+        model that did not train on it), averaged over them; None without the caption. The
+        cosines use the clip's embedding; the contrast its objects' (an alt text names one)."""
         names = ("clip_text", "clip_text_original", "clip_text_contrast")
         judges = [self.scorer.judges(r.get("clip_id")) for r in rows]
         values: list[dict[str, list[float]]] = [{} for _ in rows]
@@ -176,11 +179,12 @@ class ClipScoreStage(Stage):
             idx = [i for i, js in enumerate(judges) if any(j is model for j in js)]
             if not idx:
                 continue
-            v = video[idx] if model is self.scorer else model.video_embeddings(frames[idx])  # (n, D)
+            v, o = (video[idx], objects[idx]) if model is self.scorer else \
+                model.video_embeddings(frames[idx], objects=True)  # (n, D), (n, O, D)
             alt = [rows[i].get("alt_text") for i in idx]
             columns = [_caption_cosines(model, v, alt),
                        _caption_cosines(model, v, [rows[i].get("original_text") for i in idx]),
-                       contrast_scores(v, alt, model.encode_texts, model.logit_scale, model.rivals)
+                       contrast_scores(o, alt, model.encode_texts, model.logit_scale, model.rivals)
                        if model.rivals else [None] * len(idx)]
             for name, column in zip(names, columns):
                 for i, value in zip(idx, column):

@@ -78,3 +78,20 @@ def test_contrast_is_zero_for_the_true_caption_and_negative_for_a_swapped_one():
     assert true == 0.0
     assert wrong_colour < -1.0 and wrong_shape < -1.0  # a variant (the true caption) fits far better
     assert vague == 0.0 and none is None  # no swappable word: no evidence either way
+
+
+def test_objects_judge_a_text_by_the_object_it_names():
+    """A red star beside a blue circle: the mean embedding cannot tell "blue star" (wrong) from
+    "red star" (true); judged object by object it can."""
+    vocab = ["red", "blue", "green", "star", "circle", "on", "gray", "white", "video", "untitled",
+             "background"]
+    encode = _encoder(vocab)
+    rivals = build_rivals(CAPTIONS)
+    objects = encode(["red star", "blue circle"])  # (2, D)
+    mean = objects.mean(0) / np.linalg.norm(objects.mean(0))
+    texts = ["red star", "blue star", "blue circle"]
+    by_mean = contrast_scores(np.stack([mean] * 3), texts, encode, 50.0, rivals)
+    by_object = contrast_scores(np.stack([objects] * 3), texts, encode, 50.0, rivals)
+    assert by_mean[1] > -0.1  # the mixture looks as much like a blue star as like a red one
+    assert by_object[0] == 0.0 and by_object[2] == 0.0  # each true text matches its object
+    assert by_object[1] < -1.0  # "blue star": the star is red

@@ -126,8 +126,13 @@ def test_view_recipe_swap_vocabulary_and_frame_size_travel_with_the_checkpoint(t
     assert (scorer.views, scorer.frame_size, scorer.image_size) == (VIEWS, 128, 32)
     video = scorer.video_embeddings(frames[:3])
     assert video.shape == (3, 64) and np.allclose(np.linalg.norm(video, axis=1), 1, atol=1e-5)
+    same, objects = scorer.video_embeddings(frames[:3], objects=True)  # one pass gives both
+    assert np.allclose(same, video, atol=1e-6) and objects.shape == (3, VIEW_OBJECTS, 64)
+    assert np.allclose(np.linalg.norm(objects, axis=2), 1, atol=1e-5)
     whole = ClipScorer(ClipScorerConfig(TINY, str(out), threads=1, views=("frame",))).load()
     assert not np.allclose(whole.video_embeddings(frames[:3]), video, atol=1e-3)  # the views matter
+    frame_video, one_object = whole.video_embeddings(frames[:3], objects=True)
+    assert one_object.shape == (3, 1, 64) and np.allclose(one_object[:, 0], frame_video, atol=1e-5)
     assert checkpoint_recipe(None).views == ("frame",) and checkpoint_recipe(None).rivals is None
 
 
