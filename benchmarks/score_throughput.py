@@ -50,7 +50,7 @@ def random_weights(key: str, directory: Path) -> str | None:
     """A random-init checkpoint on disk for a stock model (None: the tiny one starts random).
 
     ``tiny-views``: a ``train-clip`` checkpoint after one step with the from-scratch recipe
-    (frame + crops + silhouettes from 128-px frames), so the stage decodes and embeds exactly
+    (objects + silhouettes from 128-px frames), so the stage decodes and embeds exactly
     what scoring with a trained tiny CLIP does.
     """
     import torch
