@@ -33,6 +33,17 @@ def test_decode_shapes_and_round_trip_through_row_columns(tmp_path):
     assert np.array_equal(back.rgb, frames.rgb) and np.array_equal(back.small, frames.small)
 
 
+def test_ffmpeg_threads_change_speed_not_frames(tmp_path):
+    from dataclasses import replace
+    path = _clip(tmp_path, "shape")
+    one = decode_clip_frames(path, CONFIG, n_frames=24)
+    for threads in (0, 2):  # 0: FFmpeg's own choice
+        other = decode_clip_frames(path, replace(CONFIG, decode_threads=threads), n_frames=24)
+        assert np.array_equal(other.rgb, one.rgb) and np.array_equal(other.small, one.small)
+    with pytest.raises(ValueError, match="decode_threads"):
+        FrameConfig(decode_threads=-1)
+
+
 def test_wrong_frame_count_hint_still_decodes(tmp_path):
     path = _clip(tmp_path, "shape")
     assert np.array_equal(decode_clip_frames(path, CONFIG, n_frames=500).rgb,
