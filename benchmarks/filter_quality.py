@@ -77,8 +77,9 @@ def train(args, root: Path) -> dict:
 def score_and_filter(args, root: Path) -> dict:
     from pipelines.ingest.config import RunnerConfig
     from pipelines.score.job import ScoreConfig, run_filter, run_score
+    given = {} if args.dedup_threshold is None else {"dedup_threshold": args.dedup_threshold}
     config = ScoreConfig(clip_pretrained=str(root / "models" / "clip-tiny.pt"), threads=args.threads,
-                         dedup_threshold=args.dedup_threshold, runner=RunnerConfig(kind="local"))
+                         runner=RunnerConfig(kind="local"), **given)
     t0 = time.perf_counter()
     scored = run_score(str(root), config)
     print(scored.text())
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-train-seconds", type=float, default=150.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--views", default=None, help="Comma-separated CLIP views (default: train-clip's).")
-    ap.add_argument("--dedup-threshold", type=float, default=0.80)
+    ap.add_argument("--dedup-threshold", type=float, default=None, help="Default: the score job's.")
     ap.add_argument("--work", type=Path, default=Path("/tmp/vidcorpus-filter-quality"))
     ap.add_argument("--out", type=Path, default=None, help="Write the results as JSON here.")
     args = ap.parse_args(argv)

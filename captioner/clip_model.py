@@ -206,19 +206,18 @@ def encode_view_images(model, x, kinds: list[int], n_kinds: int, per_kind: bool 
     emb = model.encode_image((x.flatten(0, 1) - mean) / std, normalize=True).float()  # (N·M, D)
     emb = emb.unflatten(0, (n, m))  # (N, M, D)
     index = torch.tensor(kinds, device=emb.device)
-    per = torch.stack([emb[:, index == k].mean(1) for k in range(n_kinds)], dim=1)  # (N, V, D)
+    groups = [emb[:, index == k] for k in range(n_kinds)]  # per kind (N, m_k, D), m_k in {1, O}
+    per = torch.stack([g.mean(1) for g in groups], dim=1)  # (N, V, D)
     pooled = per if per_kind else per.mean(1)
-    return (pooled, object_embeddings(emb, kinds, n_kinds)) if objects else pooled
+    return (pooled, object_embeddings(groups)) if objects else pooled
 
 
-def object_embeddings(emb, kinds: list[int], n_kinds: int):
+def object_embeddings(groups):
     """Each object's embedding (N, O, D), not normalised: the mean over view kinds of the
-    kind's image of that object, from image embeddings ``emb`` (N, M, D) of :func:`view_images`'
-    layout (an object kind has one image per object, left / top first; a whole-frame kind one
-    image, which stands for every object). O = 1 for whole frames alone."""
+    kind's image of that object. ``groups``: per view kind its image embeddings (N, m_k, D) in
+    :func:`view_images`' layout (an object kind has one image per object, left / top first; a
+    whole-frame kind one image, which stands for every object). O = 1 for whole frames alone."""
     import torch
-    index = torch.tensor(kinds, device=emb.device)
-    groups = [emb[:, index == k] for k in range(n_kinds)]  # each (N, m_k, D), m_k in {1, O}
     o = max(g.shape[1] for g in groups)
     return torch.stack([g.expand(-1, o, -1) for g in groups]).mean(0)  # (N, O, D)
 

@@ -130,9 +130,10 @@ class ClipScorer:
             for i in range(0, len(frames), self.config.batch_size):
                 x = torch.as_tensor(frames[i:i + self.config.batch_size]).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (b, 3, S, S)
-                frame, per_object = encode_views(model, x, self.views, objects=True)  # (b, D), (b, O, D)
-                out.append(frame.cpu())
-                objs.append(per_object.cpu())
+                made = encode_views(model, x, self.views, objects=objects)  # (b, D) [, (b, O, D)]
+                out.append((made[0] if objects else made).cpu())
+                if objects:
+                    objs.append(made[1].cpu())
         if not out:
             empty = np.zeros((0, self.embed_dim), np.float32)
             return (empty, empty[:, None]) if objects else empty

@@ -44,7 +44,7 @@ class ScoreConfig(BaseModel):
     decode_threads: int = Field(1, ge=0, description="FFmpeg threads per clip decode (0: FFmpeg's "
                                 "choice; 1 suits one decode task per CPU).")
     negative_prompts: tuple[str, ...] = DEFAULT_NEGATIVE_PROMPTS
-    dedup_threshold: float = Field(0.80, ge=-1, le=1, description="Near-duplicates: mean of the CLIP "
+    dedup_threshold: float = Field(DedupConfig.threshold, ge=-1, le=1, description="Near-duplicates: mean of the CLIP "
                                    "and pixel-signature cosines at or above this.")
     dedup_keep: str = Field(DEFAULT_KEEP_ORDER, description="ORDER BY over clips_v: first is kept.")
     where: str | None = Field(None, description="SQL over clips_v choosing the clips to score.")
